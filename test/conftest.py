@@ -1,0 +1,32 @@
+"""Shared fixtures: an isolated ROS 2 graph per test session, and the real data folder."""
+
+import os
+import random
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Set before any rclpy.init (here or in subprocesses, which inherit os.environ) so that
+    # concurrent test sessions never see each other's nodes and nothing leaves this host.
+    # Both variables: Humble reads ROS_LOCALHOST_ONLY, Jazzy ROS_AUTOMATIC_DISCOVERY_RANGE.
+    os.environ.setdefault('ROS_DOMAIN_ID', str(random.SystemRandom().randint(1, 100)))
+    os.environ['ROS_LOCALHOST_ONLY'] = '1'
+    os.environ['ROS_AUTOMATIC_DISCOVERY_RANGE'] = 'LOCALHOST'
+
+
+def data_root() -> Path:
+    """The real RGB-T data: $UNIV_DATA, else ../shared/data beside the repository."""
+    root = Path(os.environ.get('UNIV_DATA', REPO.parent / 'shared' / 'data'))
+    if not root.is_dir():
+        raise FileNotFoundError(
+            f'real test data not found at {root}: set UNIV_DATA or place shared/ beside the repo')
+    return root
+
+
+@pytest.fixture(scope='session')
+def data_dir() -> Path:
+    return data_root()

@@ -1,0 +1,273 @@
+"""`univ replay` on a bag of the real msrs_mini: outputs, report, scores, damaged bags, online."""
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from rosbags.rosbag2 import Reader
+from toy import write_toy_model
+
+from univ_core.data.labelled import open_labelled_dataset
+from univ_core.eval.metrics import DetectionMeter
+from univ_core.inference import Detections, Prediction, PredictorConfig, load_predictor
+from univ_ros import cli
+from univ_ros.replay import topics as T
+from univ_ros.replay.bag_from_pairs import BagConfig, write_bag
+from univ_ros.replay.bagio import BagInput, BagOutput, stamp_ns, typestore
+from univ_ros.replay.offline import ReplayConfig, replay_offline
+from univ_ros.replay.samples import open_samples
+from univ_ros.replay.scoring import boxes_from_msg, fused_truth
+
+PAIRS = 5
+SCORE_THRESHOLD = 0.05  # the random toy model then gives boxes to compare
+REPORT_KEYS = {'kind', 'partial', 'error', 'bag', 'model', 'mode', 'topics', 'pairs',
+               'latency_definition', 'latency_ms', 'throughput_hz', 'drop_rate', 'wall_s',
+               'scores', 'outputs'}
+
+
+def read_bag(bag: Path) -> dict[str, list]:
+    """topic -> [(bag time ns, message)] with plain rosbags."""
+    out: dict[str, list] = {}
+    with Reader(bag) as reader:
+        for connection, timestamp, raw in reader.messages():
+            msg = typestore().deserialize_cdr(raw, connection.msgtype)
+            out.setdefault(connection.topic, []).append((timestamp, msg))
+    return out
+
+
+@pytest.fixture(scope='module')
+def work(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp('replay')
+
+
+@pytest.fixture(scope='module')
+def toy_model(work) -> Path:
+    return write_toy_model(work / 'toy.safetensors')
+
+
+@pytest.fixture(scope='module')
+def config_file(work, toy_model) -> Path:
+    path = work / 'params.yaml'
+    path.write_text(f'/**:\n  ros__parameters:\n    model: {toy_model}\n    device: cpu\n'
+                    f'    score_threshold: {SCORE_THRESHOLD}\n')
+    return path
+
+
+@pytest.fixture(scope='module')
+def dataset(data_dir):
+    return open_labelled_dataset(data_dir / 'msrs_mini', 'msrs_det', 'train')
+
+
+@pytest.fixture(scope='module')
+def msrs_bag(data_dir, work) -> Path:
+    source = open_samples(data_dir / 'msrs_mini', 'msrs', 'train', PAIRS)
+    write_bag(source, work / 'msrs_bag', BagConfig(), progress=False)
+    return work / 'msrs_bag'
+
+
+@pytest.fixture(scope='module')
+def offline_out(msrs_bag, config_file, work) -> Path:
+    out = work / 'offline'
+    assert cli.main(['replay', str(msrs_bag), '--out', str(out), '--config', str(config_file),
+                     '--quiet']) == 0
+    return out
+
+
+@pytest.fixture(scope='module')
+def predictor(toy_model):
+    return load_predictor(PredictorConfig(model=str(toy_model), device='cpu',
+                                          score_threshold=SCORE_THRESHOLD))
+
+
+def test_output_bag_has_one_mask_and_detections_per_pair_with_source_headers(offline_out,
+                                                                             msrs_bag):
+    inputs, outputs = read_bag(msrs_bag), read_bag(offline_out / 'bag')
+    sources = [msg.header for _, msg in inputs[T.RGB_IMAGE]]  # fused: the RGB image's frame
+    for topic in (T.SEGMENTATION, T.SEGMENTATION_COLOR, T.DETECTIONS, T.DETECTIONS_IMAGE):
+        headers = [(time, msg.header) for time, msg in outputs[topic]]
+        assert len(headers) == PAIRS, topic
+        for (time, header), source in zip(headers, sources, strict=True):
+            assert stamp_ns(header) == stamp_ns(source) == time
+            assert header.frame_id == source.frame_id == T.RGB_FRAME
+    mask = outputs[T.SEGMENTATION][0][1]
+    assert (mask.encoding, mask.height, mask.width) == ('mono8', 480, 640)
+    for topic in (T.RGB_IMAGE, T.THERMAL_IMAGE, T.RGB_INFO, T.GT_RGB_DETECTIONS,
+                  T.GT_THERMAL_DETECTIONS, T.GT_DETECTION_LABELS):
+        assert len(outputs[topic]) == len(inputs[topic]), topic  # inputs copied
+
+
+def test_output_detections_equal_the_predictor_on_the_same_images(offline_out, dataset,
+                                                                  predictor):
+    outputs = read_bag(offline_out / 'bag')[T.DETECTIONS]
+    for index, (_, msg) in enumerate(outputs):
+        sample = dataset[index]
+        direct = predictor.predict(sample['rgb'], sample['thermal'], 'fused').detections
+        boxes, names, scores = boxes_from_msg(msg)
+        assert len(names) > 0 and names == direct.class_names
+        np.testing.assert_allclose(boxes, direct.boxes, atol=1e-3)
+        np.testing.assert_allclose(scores, direct.scores, atol=1e-6)
+
+
+def test_report_json_md_and_plots(offline_out):
+    report = json.loads((offline_out / 'report.json').read_text())
+    assert REPORT_KEYS <= set(report)
+    assert report['kind'] == 'offline' and report['partial'] is False
+    assert report['pairs'] == {'synchronised': PAIRS, 'processed': PAIRS, 'dropped': 0,
+                               'sync_misses': 0, 'bad_inputs': 0, 'first_bad_input': None}
+    assert report['latency_ms']['count'] == PAIRS
+    assert 0 < report['latency_ms']['p50'] <= report['latency_ms']['p95'] <= \
+        report['latency_ms']['p99']
+    assert set(report['scores']['detection']) == {'fused', 'rgb', 'thermal'}
+    assert report['scores']['detection']['fused']['images'] == PAIRS
+    assert set(report['scores']['detection']['rgb']['ap50']) == {'person', 'bicycle', 'car'}
+    text = (offline_out / 'report.md').read_text()
+    assert '| fused |' in text and 'p95' in text
+    for name in ('latency.png', 'per_class.png', *report['outputs']['overlays']):
+        assert (offline_out / name).read_bytes()[:4] == b'\x89PNG', name
+    assert len(report['outputs']['overlays']) == 4
+
+
+def direct_map(predict, dataset, mode: str) -> dict:
+    """DetectionMeter over the first PAIRS images, ground truth as the replay scores it."""
+    meter = DetectionMeter(['person', 'bicycle', 'car'])
+    for index in range(PAIRS):
+        sample = dataset[index]
+        dets = predict(sample['rgb'], sample['thermal'], mode).detections
+        rgb = {'boxes': sample['boxes_rgb'], 'labels': sample['labels_rgb']}
+        ir = {'boxes': sample['boxes_ir'], 'labels': sample['labels_ir']}
+        target = {'rgb': rgb, 'thermal': ir, 'fused': fused_truth(rgb, ir)}[mode]
+        meter.update([{'boxes': dets.boxes, 'scores': dets.scores, 'labels': dets.class_ids}],
+                     [target])
+    return meter.compute()
+
+
+def assert_same_scores(reported: dict, direct: dict) -> None:
+    for key in ('map', 'map50', 'map75'):
+        assert reported[key] == pytest.approx(direct[key], abs=1e-9), key
+    for name, value in direct['ap50'].items():
+        assert reported['ap50'][name] == (None if np.isnan(value) else pytest.approx(value))
+
+
+def test_report_map_equals_metrics_of_the_predictor_on_the_images(offline_out, dataset,
+                                                                  predictor):
+    report = json.loads((offline_out / 'report.json').read_text())
+    for mode in ('fused', 'rgb', 'thermal'):
+        assert_same_scores(report['scores']['detection'][mode],
+                           direct_map(predictor.predict, dataset, mode))
+
+
+class JitteredTruth:
+    """A predictor that finds the dataset's boxes, slightly moved: a model with mAP > 0."""
+
+    seg_classes, det_classes = None, ['person', 'bicycle', 'car']
+    palette = np.zeros((0, 3), np.uint8)
+
+    def __init__(self, dataset) -> None:
+        self.samples = {dataset[i]['rgb'].tobytes(): dataset[i] for i in range(PAIRS)}
+
+    def predict(self, rgb, thermal, mode):
+        sample = self.samples[np.ascontiguousarray(rgb).tobytes()]
+        key = {'rgb': 'rgb', 'thermal': 'ir'}.get(mode, 'rgb')
+        boxes, labels = sample[f'boxes_{key}'], sample[f'labels_{key}']
+        rng = np.random.default_rng(len(boxes))
+        moved = (boxes + rng.normal(0, 3, boxes.shape)).astype(np.float32)
+        scores = rng.uniform(0.3, 1, len(boxes)).astype(np.float32)
+        names = [self.det_classes[k] for k in labels]
+        return Prediction(None, None, Detections(moved, labels, scores, names), mode)
+
+
+def test_report_map_joins_ground_truth_by_stamp(msrs_bag, dataset, work):
+    oracle = JitteredTruth(dataset)
+    report = replay_offline(msrs_bag, work / 'oracle', oracle, ReplayConfig(progress=False))
+    for mode in ('fused', 'rgb', 'thermal'):
+        direct = direct_map(oracle.predict, dataset, mode)
+        assert direct['map50'] > 0.5
+        assert_same_scores(report['scores']['detection'][mode], direct)
+
+
+def test_existing_output_refused_then_replaced_identically(offline_out, msrs_bag, config_file,
+                                                           capsys):
+    argv = ['replay', str(msrs_bag), '--out', str(offline_out), '--config', str(config_file),
+            '--quiet']
+    first = [bytes(typestore().serialize_cdr(m, T.DETECTION_ARRAY)) for _, m in
+             read_bag(offline_out / 'bag')[T.DETECTIONS]]
+    assert cli.main(argv) == 1
+    assert 'exists; pass --force' in capsys.readouterr().err
+    assert cli.main([*argv, '--force']) == 0
+    again = [bytes(typestore().serialize_cdr(m, T.DETECTION_ARRAY)) for _, m in
+             read_bag(offline_out / 'bag')[T.DETECTIONS]]
+    assert again == first  # deterministic
+
+
+def test_truncated_mcap_bag_gives_partial_report(msrs_bag, config_file, work, capsys):
+    bag = work / 'truncated'
+    shutil.copytree(msrs_bag, bag)
+    storage = bag / 'msrs_bag.mcap'
+    os.truncate(storage, int(storage.stat().st_size * 0.6))
+    out = work / 'truncated_out'
+    assert cli.main(['replay', str(bag), '--out', str(out), '--config', str(config_file),
+                     '--quiet']) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and 'Traceback' not in err[0]
+    assert f'{storage} is truncated or corrupt' in err[0] and 'after' in err[0]
+    assert 'partial report' in err[0]
+    report = json.loads((out / 'report.json').read_text())
+    assert report['partial'] is True and 'truncated' in report['error']
+    assert 0 < report['pairs']['processed'] < PAIRS
+    assert '**PARTIAL**' in (out / 'report.md').read_text()
+    assert len(read_bag(out / 'bag')[T.DETECTIONS]) == report['pairs']['processed']
+
+
+def test_truncated_sqlite3_bag_is_named(data_dir, work, toy_model, capsys):
+    bag = work / 'sqlite_bag'
+    source = open_samples(data_dir / 'msrs_mini', 'msrs', 'train', 2)
+    write_bag(source, bag, BagConfig(storage='sqlite3'), progress=False)
+    storage = bag / 'sqlite_bag.db3'
+    os.truncate(storage, storage.stat().st_size // 2)
+    assert cli.main(['replay', str(bag), '--out', str(work / 'sq_out'), '--model',
+                     str(toy_model), '--quiet']) == 1
+    err = capsys.readouterr().err.strip()
+    assert str(bag) in err and 'truncated or corrupt' in err and 'Traceback' not in err
+
+
+def test_bag_without_thermal_topic_lists_its_topics(msrs_bag, work, toy_model, capsys):
+    bag = work / 'rgb_only'
+    with BagInput(msrs_bag) as source, BagOutput(bag) as target:
+        for topic in (T.RGB_IMAGE, T.RGB_INFO):
+            target.add_topic(topic, source.topics[topic].msgtype)
+        for topic, time, raw in source.messages([T.RGB_IMAGE, T.RGB_INFO]):
+            target.write_raw(topic, time, raw)
+    out = work / 'rgb_only_out'
+    assert cli.main(['replay', str(bag), '--out', str(out), '--model', str(toy_model),
+                     '--quiet']) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.count('\n') == 0 and 'Traceback' not in err
+    assert f'has no topic {T.THERMAL_IMAGE}' in err
+    assert f'{T.RGB_IMAGE} (sensor_msgs/msg/Image, {PAIRS})' in err and T.RGB_INFO in err
+    assert not out.exists()
+
+
+@pytest.mark.ros
+def test_online_replay_through_the_node_matches_offline(msrs_bag, config_file, offline_out,
+                                                        work):
+    out = work / 'online'
+    assert cli.main(['replay', str(msrs_bag), '--out', str(out), '--rate', '1', '--config',
+                     str(config_file), '--quiet', '--node-timeout', '60']) == 0
+    report = json.loads((out / 'report.json').read_text())
+    assert report['kind'] == 'online' and report['pairs']['synchronised'] == PAIRS
+    arrived = report['pairs']['processed']
+    assert arrived >= 1 and report['latency_ms']['count'] == arrived
+    assert report['latency_ms']['p50'] > 0
+    assert report['pairs']['dropped'] == PAIRS - arrived
+    offline = {stamp_ns(m.header): m for _, m in read_bag(offline_out / 'bag')[T.DETECTIONS]}
+    online = read_bag(out / 'bag')[T.DETECTIONS]
+    assert len(online) == arrived
+    for _, msg in online:
+        boxes, names, scores = boxes_from_msg(msg)
+        ref_boxes, ref_names, ref_scores = boxes_from_msg(offline[stamp_ns(msg.header)])
+        assert names == ref_names
+        np.testing.assert_allclose(boxes, ref_boxes, atol=1e-3)
+        np.testing.assert_allclose(scores, ref_scores, atol=1e-5)

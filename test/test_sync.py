@@ -1,0 +1,268 @@
+"""ApproximateTimeSync, LatestSlot and StreamWatch: pure Python, no ROS."""
+
+import threading
+import time
+
+import pytest
+
+from univ_ros.stream_watch import StreamWatch
+from univ_ros.sync import DEFAULT_SLOP, ApproximateTimeSync, LatestSlot
+
+PERIOD = 1 / 30
+
+
+def feed(sync, events):
+    """events: (stream, stamp) in arrival order; items are 'rgb@0.033'-like labels."""
+    pairs = []
+    for stream, stamp in events:
+        pair = sync.add(stream, stamp, f'{stream}@{stamp:.3f}')
+        if pair is not None:
+            pairs.append(pair)
+    return pairs
+
+
+def stamps(pairs):
+    return [(round(p.rgb_stamp, 4), round(p.thermal_stamp, 4)) for p in pairs]
+
+
+def assert_accounted(sync):
+    s = sync.stats()
+    assert s.added == 2 * s.pairs + s.misses + s.queued
+
+
+def test_default_slop_is_half_a_30hz_frame():
+    assert DEFAULT_SLOP == pytest.approx(PERIOD / 2)
+
+
+def test_interleaved_streams_pair_exactly():
+    sync = ApproximateTimeSync()
+    events = []
+    for k in range(20):
+        events += [('rgb', k * PERIOD), ('thermal', k * PERIOD)]
+    pairs = feed(sync, events)
+    assert len(pairs) == 20
+    assert all(p.skew == 0 and p.rgb == f'rgb@{p.rgb_stamp:.3f}' for p in pairs)
+    assert all(p.thermal == f'thermal@{p.thermal_stamp:.3f}' for p in pairs)
+    assert sync.stats().misses == 0
+    assert_accounted(sync)
+
+
+def test_jitter_within_slop_pairs_and_beyond_slop_does_not():
+    sync = ApproximateTimeSync(slop=0.010)
+    pairs = feed(sync, [('rgb', 1.000), ('thermal', 1.009), ('thermal', 1.050), ('rgb', 1.0615)])
+    assert stamps(pairs) == [(1.0, 1.009)]
+    assert pairs[0].skew == pytest.approx(0.009)
+    assert sync.stats().pairs == 1 and sync.stats().queued == 2
+    assert_accounted(sync)
+
+
+def test_nearest_partner_wins():
+    sync = ApproximateTimeSync(slop=0.02)
+    pairs = feed(sync, [('thermal', 0.985), ('thermal', 1.004), ('rgb', 1.0)])
+    assert stamps(pairs) == [(1.0, 1.004)]
+    assert sync.stats().misses == 1  # thermal 0.985 can no longer be emitted in order
+
+
+def test_out_of_order_arrival_pairs_each_frame():
+    sync = ApproximateTimeSync()
+    t = [k * PERIOD for k in range(4)]
+    events = [
+        ('rgb', t[1]),
+        ('rgb', t[0]),
+        ('thermal', t[0]),
+        ('thermal', t[1]),
+        ('thermal', t[3]),
+        ('thermal', t[2]),
+        ('rgb', t[2]),
+        ('rgb', t[3]),
+    ]
+    pairs = feed(sync, events)
+    assert stamps(pairs) == [(round(x, 4), round(x, 4)) for x in t]
+    assert sync.stats().misses == 0
+
+
+def test_message_older_than_emitted_pair_is_a_miss():
+    sync = ApproximateTimeSync()
+    pairs = feed(sync, [('rgb', 1.0), ('thermal', 1.0), ('rgb', 0.9)])
+    assert len(pairs) == 1
+    assert sync.stats().misses == 1 and sync.stats().queued == 0
+
+
+def test_burst_of_one_stream_is_bounded_then_pairs_with_newest():
+    sync = ApproximateTimeSync(queue_size=5)
+    pairs = feed(sync, [('thermal', 1 + k * 0.002) for k in range(50)])  # 50 within 0.1 s
+    assert pairs == [] and sync.stats().queued == 5
+    pairs = feed(sync, [('rgb', 1.098)])
+    assert stamps(pairs) == [(1.098, 1.098)]
+    assert sync.stats().misses == 49
+    assert_accounted(sync)
+
+
+def test_one_stream_stops_then_resumes():
+    sync = ApproximateTimeSync(queue_size=8)
+    frames = [k * PERIOD for k in range(200)]
+    both = [(s, t) for t in frames[:30] for s in ('rgb', 'thermal')]
+    assert len(feed(sync, both)) == 30
+    # thermal stops for 100 frames: rgb alone, bounded, no pairs
+    assert feed(sync, [('thermal', frames[30])] + [('rgb', t) for t in frames[31:130]]) == []
+    stats = sync.stats()
+    assert stats.queued == 8  # only rgb's last window; thermal's leftover expired
+    # thermal comes back: pairing resumes at once
+    resumed = [(s, t) for t in frames[130:140] for s in ('thermal', 'rgb')]
+    assert len(feed(sync, resumed)) == 10
+    assert sync.stats().resets == 0
+    assert_accounted(sync)
+
+
+def test_time_going_backwards_resets_and_pairing_resumes():
+    sync = ApproximateTimeSync()
+    loop = [(s, 100 + k * PERIOD) for k in range(10) for s in ('rgb', 'thermal')]
+    assert len(feed(sync, loop)) == 10
+    feed(sync, [('rgb', 100 + 10 * PERIOD)])  # queued, then flushed by the jump
+    restarted = [(s, k * PERIOD) for k in range(10) for s in ('thermal', 'rgb')]
+    pairs = feed(sync, restarted)
+    assert len(pairs) == 10 and pairs[0].rgb_stamp == 0
+    stats = sync.stats()
+    assert stats.resets == 1 and stats.misses == 1
+    assert_accounted(sync)
+
+
+def test_small_backwards_step_does_not_reset():
+    sync = ApproximateTimeSync(reset_jump=1.0)
+    feed(sync, [('rgb', 10.0), ('rgb', 9.5)])
+    assert sync.stats().resets == 0
+
+
+def test_add_rejects_unknown_stream_and_bad_stamp():
+    sync = ApproximateTimeSync()
+    with pytest.raises(ValueError, match='depth'):
+        sync.add('depth', 0.0, object())
+    with pytest.raises(ValueError, match='finite'):
+        sync.add('rgb', float('nan'), object())
+    with pytest.raises(ValueError, match='reset_jump'):
+        ApproximateTimeSync(slop=0.5, max_lateness=0.6, reset_jump=1.0)
+
+
+def test_items_are_never_compared():
+    class Uncomparable:
+        def __eq__(self, other):
+            raise AssertionError('compared')
+
+        __lt__ = __gt__ = __eq__
+
+    sync = ApproximateTimeSync()
+    for _ in range(3):
+        sync.add('rgb', 1.0, Uncomparable())
+    assert sync.add('thermal', 1.0, Uncomparable()) is not None
+
+
+def test_slot_drops_plus_processed_equals_produced_under_fast_producer():
+    slot: LatestSlot[int] = LatestSlot()
+    produced = 300
+    processed = []
+
+    def worker():
+        while True:
+            item = slot.get(timeout=1.0)
+            if item is None and slot.closed:
+                return
+            if item is not None:
+                processed.append(item)
+                time.sleep(0.002)  # slower than the producer
+
+    thread = threading.Thread(target=worker)
+    thread.start()
+    for k in range(1, produced + 1):
+        slot.put(k)
+        time.sleep(0.0001)
+    slot.close()
+    thread.join(timeout=5)
+    assert not thread.is_alive()
+    stats = slot.stats()
+    assert stats.dropped > 0 and len(processed) > 1
+    assert stats.dropped + len(processed) == produced == stats.put
+    assert stats.taken == len(processed) and stats.waiting == 0
+    assert processed == sorted(processed) and processed[-1] == produced  # newest always wins
+
+
+def test_slot_get_times_out_and_close_wakes_a_waiting_worker():
+    slot: LatestSlot[str] = LatestSlot()
+    start = time.monotonic()
+    assert slot.get(timeout=0.05) is None
+    assert time.monotonic() - start >= 0.04
+    threading.Timer(0.05, slot.close).start()
+    start = time.monotonic()
+    assert slot.get(timeout=5.0) is None
+    assert time.monotonic() - start < 2.0
+    slot.put('late')
+    assert slot.stats().dropped == 1 and slot.get(timeout=0) is None
+    with pytest.raises(ValueError, match='None'):
+        slot.put(None)
+
+
+class FakeClock:
+    def __init__(self):
+        self.now = 100.0
+
+    def __call__(self):
+        return self.now
+
+
+def test_stream_watch_stale_detection_and_recovery():
+    clock = FakeClock()
+    watch = StreamWatch(stale_after=0.5, clock=clock)
+    assert watch.mode() == 'fused' and watch.poll() == []  # grace period after start
+    for _ in range(30):  # both at 30 Hz for 1 s
+        clock.now += PERIOD
+        watch.tick('rgb')
+        watch.tick('thermal')
+    assert watch.rate('rgb') == pytest.approx(30, rel=1e-6)
+    for _ in range(30):  # thermal stops
+        clock.now += PERIOD
+        watch.tick('rgb')
+    assert watch.stale_streams() == ('thermal',)
+    assert watch.live_streams() == ('rgb',) and watch.mode() == 'rgb'
+    assert watch.rate('thermal') == 0.0
+    changes = watch.poll()
+    assert [(c.stream, c.stale) for c in changes] == [('thermal', True)]
+    assert changes[0].silent_for == pytest.approx(1.0)
+    assert watch.poll() == []  # reported once
+    clock.now += PERIOD
+    watch.tick('thermal')  # back
+    assert watch.mode() == 'fused'
+    assert [(c.stream, c.stale) for c in watch.poll()] == [('thermal', False)]
+    assert watch.rate('thermal') == 0.0  # old arrivals before the gap were forgotten
+    clock.now += PERIOD
+    watch.tick('thermal')
+    assert watch.rate('thermal') == pytest.approx(30, rel=1e-6)
+
+
+def test_stream_watch_never_started_stream_goes_stale_and_none_mode():
+    clock = FakeClock()
+    watch = StreamWatch(stale_after=1.0, clock=clock)
+    clock.now += 1.5
+    assert watch.mode() == 'none'
+    assert {c.stream for c in watch.poll()} == {'rgb', 'thermal'}
+    with pytest.raises(ValueError, match='depth'):
+        watch.tick('depth')
+
+
+def test_concurrent_adds_keep_the_counters_consistent():
+    sync = ApproximateTimeSync(queue_size=4)
+    pairs = []
+
+    def produce(stream):
+        for k in range(2000):
+            pair = sync.add(stream, k * PERIOD, k)
+            if pair is not None:
+                pairs.append(pair)
+
+    threads = [threading.Thread(target=produce, args=(s,)) for s in ('rgb', 'thermal')]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    stats = sync.stats()
+    assert stats.added == 4000 and stats.pairs == len(pairs) > 0
+    assert_accounted(sync)
+    assert all(p.rgb == p.thermal for p in pairs)  # only same-frame partners within slop

@@ -1,0 +1,222 @@
+"""Paired RGB-T geometry (one crop and one flip for both images) and tensor conversion.
+
+The official UNIV pre-training pipeline (``datasets/co_data_augmentation.py``) is: one shared
+random crop whose side is a fraction r ~ U(0.4, 1) of the image side (image aspect kept), resized
+to 224 x 224, then one shared horizontal flip (p = 0.5); no colour jitter. ``mode='side'`` does
+exactly that; ``mode='area'`` is torchvision's RandomResizedCrop geometry (area fraction and
+aspect-ratio jitter) applied to both images. The sampled :class:`CropWindow` moves images,
+masks and boxes alike, so detection and segmentation reuse the same geometry.
+"""
+
+import math
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+import torch
+
+RGB_MEAN = (0.485, 0.456, 0.406)  # ImageNet mean of [0, 1] RGB
+RGB_STD = (0.229, 0.224, 0.225)  # ImageNet std of [0, 1] RGB
+IR_MEAN = 0.5338  # UNIV thermal mean of [0, 1] intensities (configs/mcmae.yaml)
+IR_STD = 0.2519  # UNIV thermal std of [0, 1] intensities
+
+Generator = np.random.Generator | torch.Generator
+
+
+def rgb_to_tensor(rgb: np.ndarray) -> torch.Tensor:
+    """(H, W, 3) uint8 RGB -> (3, H, W) float32 normalised with ImageNet mean/std."""
+    if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
+        raise ValueError(f'rgb: expected (H, W, 3) uint8, got {rgb.shape} {rgb.dtype}')
+    x = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1).float() / 255.0  # (3, H, W)
+    mean = torch.tensor(RGB_MEAN).view(3, 1, 1)
+    std = torch.tensor(RGB_STD).view(3, 1, 1)
+    return (x - mean) / std
+
+
+def thermal_to_unit(thermal: np.ndarray,
+                    value_range: tuple[float, float] | None = None) -> np.ndarray:
+    """Thermal intensities -> [0, 1].
+
+    Args:
+        thermal: (H, W) uint8 | uint16 | float.
+        value_range: (low, high) raw values mapped to (0, 1), clipped outside. Default: 0..255
+            for uint8, 0..65535 for uint16, and floats taken as already in [0, 1].
+
+    Returns:
+        (H, W) float32.
+    """
+    if thermal.ndim != 2:
+        raise ValueError(f'thermal: expected (H, W), got shape {thermal.shape}')
+    if value_range is None:
+        if thermal.dtype == np.uint8:
+            value_range = (0.0, 255.0)
+        elif thermal.dtype == np.uint16:
+            value_range = (0.0, 65535.0)
+        elif np.issubdtype(thermal.dtype, np.floating):
+            return thermal.astype(np.float32)
+        else:
+            raise ValueError(f'thermal: dtype {thermal.dtype} needs an explicit value_range')
+    low, high = value_range
+    if not high > low:
+        raise ValueError(f'value_range: high must exceed low, got {value_range}')
+    return ((thermal.astype(np.float32) - low) / (high - low)).clip(0.0, 1.0)
+
+
+def thermal_to_tensor(thermal: np.ndarray,
+                      value_range: tuple[float, float] | None = None) -> torch.Tensor:
+    """(H, W) uint8 | uint16 | float thermal -> (3, H, W) float32, UNIV-normalised.
+
+    The one channel is scaled to [0, 1] by :func:`thermal_to_unit`, normalised with
+    IR_MEAN / IR_STD and replicated to 3 channels (the ViT's RGB patch embedding).
+    """
+    unit = torch.from_numpy(thermal_to_unit(thermal, value_range))  # (H, W) in [0, 1]
+    return ((unit - IR_MEAN) / IR_STD).expand(3, -1, -1).contiguous()  # (3, H, W)
+
+
+def _uniform(generator: Generator, low: float, high: float) -> float:
+    """One float in [low, high) from a numpy or torch generator."""
+    if isinstance(generator, torch.Generator):
+        return low + (high - low) * torch.rand(1, generator=generator).item()
+    return float(generator.uniform(low, high))
+
+
+def _randint(generator: Generator, low: int, high: int) -> int:
+    """One int in [low, high] (inclusive) from a numpy or torch generator."""
+    if isinstance(generator, torch.Generator):
+        return int(torch.randint(low, high + 1, (1,), generator=generator).item())
+    return int(generator.integers(low, high + 1))
+
+
+@dataclass(frozen=True)
+class CropWindow:
+    """One sampled geometry: crop rows/cols of the source, resize to out_size, maybe flip."""
+
+    top: int  # first source row of the crop
+    left: int  # first source column of the crop
+    height: int  # crop rows in the source
+    width: int  # crop columns in the source
+    out_size: int  # output is out_size x out_size
+    flip: bool  # mirror left-right after resizing
+
+    def image(self, image: np.ndarray) -> np.ndarray:
+        """(H, W) or (H, W, C) any OpenCV dtype -> (S, S) or (S, S, C), same dtype."""
+        crop = image[self.top:self.top + self.height, self.left:self.left + self.width]
+        shrink = self.height >= self.out_size and self.width >= self.out_size
+        out = cv2.resize(crop, (self.out_size, self.out_size),
+                         interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+        return np.ascontiguousarray(out[:, ::-1] if self.flip else out)  # mirror columns
+
+    def mask(self, mask: np.ndarray) -> np.ndarray:
+        """(H, W) class ids -> (S, S), nearest neighbour (no blended ids)."""
+        crop = mask[self.top:self.top + self.height, self.left:self.left + self.width]
+        out = cv2.resize(crop, (self.out_size, self.out_size), interpolation=cv2.INTER_NEAREST)
+        return np.ascontiguousarray(out[:, ::-1] if self.flip else out)  # mirror columns
+
+    def boxes(self, boxes: np.ndarray) -> np.ndarray:
+        """(N, 4) float xyxy source pixels -> (N, 4) float32 xyxy output pixels.
+
+        Boxes are clipped to the output; ones falling outside keep their row with zero width or
+        height (so labels stay aligned): callers drop them where they need to.
+        """
+        boxes = np.asarray(boxes, np.float32).reshape(-1, 4)  # (N, 4)
+        sx, sy = self.out_size / self.width, self.out_size / self.height
+        x = ((boxes[:, 0::2] - self.left) * sx).clip(0, self.out_size)  # (N, 2): x1, x2
+        y = ((boxes[:, 1::2] - self.top) * sy).clip(0, self.out_size)  # (N, 2): y1, y2
+        if self.flip:
+            x = self.out_size - x[:, ::-1]  # mirrored x2, x1 become x1, x2
+        return np.stack([x[:, 0], y[:, 0], x[:, 1], y[:, 1]], axis=1)  # (N, 4) xyxy
+
+
+@dataclass
+class PairedCrop:
+    """Both images (and optional labels) after one shared :class:`CropWindow`."""
+
+    rgb: np.ndarray  # (S, S, 3) uint8 RGB
+    ir: np.ndarray  # (S, S) thermal, source dtype
+    window: CropWindow  # the geometry applied
+    boxes: np.ndarray | None = None  # (N, 4) float32 xyxy output pixels
+    mask: np.ndarray | None = None  # (S, S) class ids
+
+
+@dataclass
+class PairedRandomResizedCrop:
+    """One random crop + resize + horizontal flip shared by the RGB and the thermal image."""
+
+    size: int = 224  # output side in pixels
+    scale: tuple[float, float] = (0.4, 1.0)  # side fraction ('side') or area fraction ('area')
+    ratio: tuple[float, float] = (3 / 4, 4 / 3)  # width/height range, 'area' mode only
+    hflip: float = 0.5  # probability of the shared horizontal flip
+    mode: str = 'side'  # 'side': official UNIV crop; 'area': torchvision RandomResizedCrop
+
+    def __post_init__(self) -> None:
+        if self.size < 1:
+            raise ValueError(f'size: expected >= 1, got {self.size}')
+        if not 0 < self.scale[0] <= self.scale[1] <= 1:
+            raise ValueError(f'scale: expected 0 < low <= high <= 1, got {self.scale}')
+        if not 0 < self.ratio[0] <= self.ratio[1]:
+            raise ValueError(f'ratio: expected 0 < low <= high, got {self.ratio}')
+        if not 0 <= self.hflip <= 1:
+            raise ValueError(f'hflip: expected a probability in [0, 1], got {self.hflip}')
+        if self.mode not in ('side', 'area'):
+            raise ValueError(f"mode: expected 'side' or 'area', got {self.mode!r}")
+
+    def sample(self, height: int, width: int, generator: Generator) -> CropWindow:
+        """Draw one window for a height x width image (same draws -> same window)."""
+        if self.mode == 'side':
+            fraction = _uniform(generator, *self.scale)
+            h, w = max(1, int(height * fraction)), max(1, int(width * fraction))
+        else:
+            h, w = self._area_crop_size(height, width, generator)
+        top, left = _randint(generator, 0, height - h), _randint(generator, 0, width - w)
+        flip = _uniform(generator, 0.0, 1.0) < self.hflip
+        return CropWindow(top, left, h, w, self.size, flip)
+
+    def _area_crop_size(self, height: int, width: int, generator: Generator) -> tuple[int, int]:
+        """(h, w) drawn as torchvision RandomResizedCrop does; fallback: largest in-ratio crop."""
+        log_ratio = (math.log(self.ratio[0]), math.log(self.ratio[1]))
+        for _ in range(10):
+            area = height * width * _uniform(generator, *self.scale)
+            aspect = math.exp(_uniform(generator, *log_ratio))
+            w, h = round(math.sqrt(area * aspect)), round(math.sqrt(area / aspect))
+            if 0 < w <= width and 0 < h <= height:
+                return h, w
+        aspect = width / height
+        if aspect < self.ratio[0]:
+            return round(width / self.ratio[0]), width
+        if aspect > self.ratio[1]:
+            return height, round(height * self.ratio[1])
+        return height, width
+
+    def center(self, height: int, width: int) -> CropWindow:
+        """The deterministic evaluation window, never flipped.
+
+        'side' keeps the whole image (squashed to a square, as the r = 1 training crop is);
+        'area' takes the centred square.
+        """
+        h = w = min(height, width)
+        if self.mode == 'side':
+            h, w = height, width
+        return CropWindow((height - h) // 2, (width - w) // 2, h, w, self.size, False)
+
+    def __call__(self, rgb: np.ndarray, ir: np.ndarray, generator: Generator | None = None,
+                 boxes: np.ndarray | None = None, mask: np.ndarray | None = None) -> PairedCrop:
+        """Crop both images (and boxes/mask) with one window.
+
+        Args:
+            rgb: (H, W, 3) uint8 RGB.
+            ir: (H, W) thermal, any dtype OpenCV resizes (uint8, uint16, float32).
+            generator: numpy or torch generator; None -> the deterministic :meth:`center`.
+            boxes: (N, 4) float xyxy pixels on the pair, moved with it.
+            mask: (H, W) class ids, moved with it (nearest neighbour).
+        """
+        if rgb.shape[:2] != ir.shape[:2]:
+            raise ValueError(f'rgb {rgb.shape[:2]} and ir {ir.shape[:2]} (H, W) differ: a paired '
+                             'crop needs pixel-aligned images')
+        if mask is not None and mask.shape[:2] != rgb.shape[:2]:
+            raise ValueError(f'mask {mask.shape[:2]} and images {rgb.shape[:2]} (H, W) differ')
+        height, width = rgb.shape[:2]
+        window = (self.center(height, width) if generator is None
+                  else self.sample(height, width, generator))
+        return PairedCrop(window.image(rgb), window.image(ir), window,
+                          None if boxes is None else window.boxes(boxes),
+                          None if mask is None else window.mask(mask))

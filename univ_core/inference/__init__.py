@@ -1,0 +1,18 @@
+"""Inference: :class:`Predictor` (numpy in, numpy out) and its loader."""
+
+from pathlib import Path
+
+from univ_core.inference.predictor import Detections, Prediction, Predictor, PredictorConfig
+from univ_core.inference.thermal import ThermalNorm
+
+__all__ = ['Detections', 'Prediction', 'Predictor', 'PredictorConfig', 'ThermalNorm',
+           'load_predictor']
+
+
+def load_predictor(config: PredictorConfig) -> Predictor:
+    """A Predictor for the model file ``config.model`` ('' = the default model)."""
+    from univ_core.models.model_file import default_model_path, load_model
+
+    model, spec = load_model(Path(config.model) if config.model else default_model_path())
+    return Predictor(model, spec.seg_classes, spec.det_classes, spec.input_size, config,
+                     spec.palette)

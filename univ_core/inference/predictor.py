@@ -1,0 +1,264 @@
+"""`Predictor`: numpy RGB and/or thermal in, numpy masks and detections out.
+
+One object wraps a :class:`~univ_core.models.perception.PerceptionModel`; the ROS node, the bag
+replay and the evaluation all call it, so every consumer sees the same preprocessing, fusion and
+post-processing. Both modalities go through the backbone in ONE batched forward.
+
+Output frame: ``rgb`` and ``fused`` outputs are in the RGB image's pixels (the reference camera);
+``thermal`` outputs are in the thermal image's pixels.
+"""
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torchvision.ops import batched_nms
+
+from univ_core.data.transforms import IR_MEAN, IR_STD, RGB_MEAN, RGB_STD
+from univ_core.inference.overlay import default_palette
+from univ_core.inference.geometry import as_homography, transform_boxes, warp, warp_grid
+from univ_core.inference.thermal import ThermalNorm
+from univ_core.inference.validation import check_rgb, check_thermal
+
+MODES = ('rgb', 'thermal', 'fused')
+
+
+@dataclass
+class PredictorConfig:
+    """Run-time settings (the model file holds architecture, classes and input size)."""
+
+    model: str = ''  # UNIV model file (univ finetune); '' = the default model in the cache
+    device: str = 'auto'  # auto | cpu | cuda | cuda:N
+    precision: str = 'fp32'  # fp32 | bf16 | fp16 (autocast on CUDA; CPU runs fp32 or bf16)
+    input_size: tuple[int, int] | None = None  # model input (H, W); None: the model file's
+    score_threshold: float = 0.3  # detections below are dropped
+    nms_iou: float = 0.5  # class-wise NMS IoU (also merges RGB + thermal boxes in fused mode)
+    max_detections: int = 100  # per image
+    thermal_norm: ThermalNorm = field(default_factory=ThermalNorm)
+    homography: tuple[float, ...] | None = None  # 9 values: thermal pixel -> RGB pixel
+    compile: bool = False  # torch.compile the model (static shapes; warm-up pays the cost)
+
+    def __post_init__(self) -> None:
+        if self.precision not in ('fp32', 'bf16', 'fp16'):
+            raise ValueError(f"precision: expected fp32, bf16 or fp16, got {self.precision!r}")
+        if not 0 <= self.score_threshold <= 1 or not 0 < self.nms_iou <= 1:
+            raise ValueError('score_threshold must be in [0, 1] and nms_iou in (0, 1]')
+        if isinstance(self.thermal_norm, dict):
+            self.thermal_norm = ThermalNorm(**self.thermal_norm)
+        if self.homography is not None:
+            self.homography = tuple(as_homography(self.homography).reshape(-1).tolist())
+
+
+@dataclass
+class Detections:
+    """Boxes in the output frame's pixels."""
+
+    boxes: np.ndarray  # (K, 4) float32 xyxy
+    class_ids: np.ndarray  # (K,) int64
+    scores: np.ndarray  # (K,) float32
+    class_names: list[str]  # K names
+
+
+@dataclass
+class Prediction:
+    """What one synchronised pair (or one image) produced."""
+
+    mask: np.ndarray | None  # (H, W) uint8 class ids (uint16 beyond 254 classes); None: no seg head
+    confidence: np.ndarray | None  # (H, W) float32 probability of the chosen class
+    detections: Detections
+    mode: str  # the mode actually run: rgb | thermal | fused
+    note: str = ''  # why the mode differs from the one asked for (a missing modality)
+
+
+class Predictor:
+    """Numpy in, numpy out; the model, device and constants live inside.
+
+    Args:
+        model: a PerceptionModel (``forward(images) -> {'seg_logits', 'det'}``).
+        seg_classes: names of the segmentation classes (None: the model has no seg head).
+        det_classes: names of the detection classes (None: no detection head).
+        input_size: (H, W) the images are resized to (multiples of the patch size).
+        config: run-time settings.
+        palette: (C, 3) RGB per seg class for overlays (None: :func:`default_palette`).
+    """
+
+    def __init__(self, model: torch.nn.Module, seg_classes: list[str] | None,
+                 det_classes: list[str] | None, input_size: tuple[int, int],
+                 config: PredictorConfig | None = None,
+                 palette: list[list[int]] | None = None) -> None:
+        self.config = config or PredictorConfig()
+        self.palette = (np.asarray(palette, np.uint8) if palette is not None
+                        else default_palette(len(seg_classes or [])))
+        device = self.config.device
+        self.device = torch.device('cuda' if device == 'auto' and torch.cuda.is_available()
+                                   else 'cpu' if device == 'auto' else device)
+        self.input_size = tuple(self.config.input_size or input_size)
+        self.seg_classes, self.det_classes = seg_classes, det_classes
+        self.model = model.to(self.device).eval()
+        if self.config.compile:
+            self.model = torch.compile(self.model, dynamic=False)
+        self._dtype = {'fp32': None, 'bf16': torch.bfloat16, 'fp16': torch.float16}[
+            self.config.precision]
+        # Constants built once, on the device (no per-call allocation).
+        as_dev = {'device': self.device, 'dtype': torch.float32}
+        self._rgb_mean = torch.tensor(RGB_MEAN, **as_dev).view(1, 3, 1, 1) * 255.0
+        self._rgb_std = torch.tensor(RGB_STD, **as_dev).view(1, 3, 1, 1) * 255.0
+        self._h = (None if self.config.homography is None else
+                   as_homography(self.config.homography))
+        self._grids: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    # ---------------------------------------------------------------- public API
+    def predict(self, rgb: np.ndarray | None = None, thermal: np.ndarray | None = None,
+                mode: str = 'fused') -> Prediction:
+        """One pair (or one image). ``fused`` with a modality missing falls back to the other."""
+        mode, note = self._resolve_mode(mode, rgb is not None, thermal is not None)
+        return self.predict_batch([rgb] if rgb is not None else None,
+                                  [thermal] if thermal is not None else None, mode, note)[0]
+
+    def predict_batch(self, rgbs: list[np.ndarray] | None, thermals: list[np.ndarray] | None,
+                      mode: str = 'fused', note: str = '') -> list[Prediction]:
+        """Several pairs of equal sizes in ONE forward (offline replay throughput)."""
+        if mode not in MODES:
+            raise ValueError(f'mode: expected one of {MODES}, got {mode!r}')
+        rgbs = [check_rgb(x, f'rgb[{i}]') for i, x in enumerate(rgbs or [])] if mode != 'thermal' else []
+        thermals = ([check_thermal(x, f'thermal[{i}]') for i, x in enumerate(thermals or [])]
+                    if mode != 'rgb' else [])
+        n = max(len(rgbs), len(thermals))
+        if n == 0 or (mode == 'fused' and len(rgbs) != len(thermals)):
+            raise ValueError(f'mode {mode}: got {len(rgbs)} rgb and {len(thermals)} thermal images')
+        self._check_sizes(rgbs, thermals, mode)
+        batch = [self._rgb_batch(rgbs)] if rgbs else []
+        batch += [self._thermal_batch(thermals)] if thermals else []
+        with torch.inference_mode(), torch.autocast(self.device.type, dtype=self._dtype or
+                                                    torch.float32, enabled=self._dtype is not None):
+            out = self.model(torch.cat(batch), score_thresh=self.config.score_threshold,
+                             nms_iou=self.config.nms_iou,
+                             max_detections=self.config.max_detections)
+        return self._postprocess(out, rgbs, thermals, mode, note)
+
+    def warmup(self, rgb_hw: tuple[int, int] = (512, 640), runs: int = 2) -> float:
+        """Run dummy pairs (compiles/tunes kernels); returns the seconds it took."""
+        import time
+
+        start = time.perf_counter()
+        rgb = np.zeros((*rgb_hw, 3), np.uint8)
+        thermal = np.zeros(rgb_hw, np.uint16)
+        for _ in range(runs):
+            self.predict(rgb, thermal, 'fused')
+        return time.perf_counter() - start
+
+    # ---------------------------------------------------------------- internals
+    @staticmethod
+    def _resolve_mode(mode: str, has_rgb: bool, has_thermal: bool) -> tuple[str, str]:
+        if mode not in MODES:
+            raise ValueError(f'mode: expected one of {MODES}, got {mode!r}')
+        if mode == 'fused' and has_rgb != has_thermal:
+            alone = 'rgb' if has_rgb else 'thermal'
+            return alone, f'fused requested but {"thermal" if has_rgb else "rgb"} missing: {alone} only'
+        if (mode == 'rgb' and not has_rgb) or (mode == 'thermal' and not has_thermal) or not (
+                has_rgb or has_thermal):
+            raise ValueError(f'mode {mode}: the {mode if mode != "fused" else "rgb and thermal"} '
+                             'image is missing')
+        return mode, ''
+
+    def _check_sizes(self, rgbs: list, thermals: list, mode: str) -> None:
+        if len({x.shape[:2] for x in rgbs}) > 1 or len({x.shape for x in thermals}) > 1:
+            raise ValueError('predict_batch: all images of one modality must share one size')
+        if mode == 'fused' and self._h is None and rgbs[0].shape[:2] != thermals[0].shape:
+            raise ValueError(
+                f'rgb {rgbs[0].shape[1]}x{rgbs[0].shape[0]} and thermal {thermals[0].shape[1]}x'
+                f'{thermals[0].shape[0]} differ: pixel-aligned fusion needs equal sizes '
+                'or a homography (PredictorConfig.homography)')
+
+    def _resize(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W) float32 -> (B, C, h, w) at the model input size."""
+        if tuple(images.shape[-2:]) == self.input_size:
+            return images
+        return F.interpolate(images, size=self.input_size, mode='bilinear', antialias=True,
+                             align_corners=False)
+
+    def _rgb_batch(self, rgbs: list[np.ndarray]) -> torch.Tensor:
+        """uint8 (N, H, W, 3) uploaded as is, normalised on the device -> (N, 3, h, w)."""
+        x = torch.from_numpy(np.stack(rgbs)).to(self.device, non_blocking=True)
+        x = x.permute(0, 3, 1, 2).float()  # (N, 3, H, W) in 0..255
+        return (self._resize(x) - self._rgb_mean) / self._rgb_std
+
+    def _thermal_batch(self, thermals: list[np.ndarray]) -> torch.Tensor:
+        """uint8/uint16/float (N, H, W) uploaded as is -> (N, 3, h, w) normalised."""
+        raw = np.stack(thermals)
+        x = torch.from_numpy(raw).to(self.device, non_blocking=True).float()  # (N, H, W)
+        x = self.config.thermal_norm.apply(x, is_uint8=raw.dtype == np.uint8)
+        x = self._resize(x[:, None])  # (N, 1, h, w)
+        return ((x - IR_MEAN) / IR_STD).expand(-1, 3, -1, -1)  # one channel replicated to 3
+
+    def _postprocess(self, out: dict, rgbs: list, thermals: list, mode: str,
+                     note: str) -> list[Prediction]:
+        """Split the batch back into pairs, fuse, map to the output frame, copy to numpy."""
+        n = max(len(rgbs), len(thermals))
+        ref_hw = rgbs[0].shape[:2] if rgbs else thermals[0].shape
+        # Per batch row: its original size (pixels) and whether it is thermal.
+        rows = [(x.shape[:2], False) for x in rgbs] + [(x.shape[:2], True) for x in thermals]
+        seg = out.get('seg_logits')
+        probs = seg.float().softmax(1) if seg is not None else None  # (B, C, h, w)
+        results = []
+        for i in range(n):
+            idx = [i, n + i] if mode == 'fused' else [i]
+            mask = conf = None
+            if probs is not None:
+                mask, conf = self._fuse_seg(probs, idx, rows, ref_hw, mode)
+            dets = self._fuse_det(out.get('det'), idx, rows, mode)
+            results.append(Prediction(mask, conf, dets, mode, note))
+        return results
+
+    def _fuse_seg(self, probs: torch.Tensor, idx: list[int], rows: list, ref_hw: tuple,
+                  mode: str) -> tuple[np.ndarray, np.ndarray]:
+        """Average the modalities' class probabilities (thermal warped if a homography is set)."""
+        p = probs[idx[0]][None]  # (1, C, h, w)
+        if mode == 'fused':
+            p_t = probs[idx[1]][None]
+            if self._h is not None:
+                grid, valid = self._grid(rows[idx[0]][0], rows[idx[1]][0])
+                p_t = torch.where(valid, warp(p_t, grid), p)  # outside the thermal view: RGB only
+            p = 0.5 * (p + p_t)
+        p = F.interpolate(p, size=tuple(ref_hw), mode='bilinear', align_corners=False)
+        conf, mask = p[0].max(0)  # (H, W) each
+        mask_dtype = np.uint8 if p.shape[1] <= 254 else np.uint16  # 255 / 65535: unlabeled
+        return mask.cpu().numpy().astype(mask_dtype), conf.cpu().numpy()
+
+    def _grid(self, rgb_hw: tuple, thermal_hw: tuple) -> tuple[torch.Tensor, torch.Tensor]:
+        """Cached model-input-resolution grid pulling thermal probabilities into the RGB frame."""
+        key = (rgb_hw, thermal_hw)
+        if key not in self._grids:
+            h, w = self.input_size
+            s_rgb = np.diag([rgb_hw[1] / w, rgb_hw[0] / h, 1.0])  # rgb input px -> rgb px
+            s_t = np.diag([thermal_hw[1] / w, thermal_hw[0] / h, 1.0])  # thermal input -> px
+            dst_to_src = np.linalg.inv(s_t) @ np.linalg.inv(self._h) @ s_rgb
+            self._grids[key] = warp_grid(dst_to_src, (h, w), (h, w), self.device)
+        return self._grids[key]
+
+    def _fuse_det(self, det: list | None, idx: list[int], rows: list, mode: str) -> Detections:
+        """Boxes to original pixels (thermal through the homography), merged by class-wise NMS."""
+        names = self.det_classes or []
+        if det is None:
+            return Detections(np.zeros((0, 4), np.float32), np.zeros(0, np.int64),
+                              np.zeros(0, np.float32), [])
+        h, w = self.input_size
+        boxes, scores, labels = [], [], []
+        for j in idx:
+            (oh, ow), is_thermal = rows[j]
+            scale = torch.tensor([ow / w, oh / h, ow / w, oh / h], device=det[j]['boxes'].device)
+            b = det[j]['boxes'].float() * scale
+            if is_thermal and mode == 'fused' and self._h is not None:
+                b = transform_boxes(b, torch.as_tensor(self._h, dtype=torch.float32,
+                                                       device=b.device))
+            boxes.append(b)
+            scores.append(det[j]['scores'].float())
+            labels.append(det[j]['labels'])
+        b, s, lab = torch.cat(boxes), torch.cat(scores), torch.cat(labels)
+        keep = s >= self.config.score_threshold
+        b, s, lab = b[keep], s[keep], lab[keep]
+        keep = batched_nms(b, s, lab, self.config.nms_iou)[: self.config.max_detections]
+        b, s, lab = b[keep].cpu().numpy(), s[keep].cpu().numpy(), lab[keep].cpu().numpy()
+        return Detections(b.astype(np.float32), lab.astype(np.int64), s.astype(np.float32),
+                          [names[k] if k < len(names) else str(k) for k in lab.tolist()])

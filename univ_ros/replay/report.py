@@ -1,0 +1,167 @@
+"""The replay report: ``report.json`` (numbers), ``report.md`` (for people) and PNG plots.
+
+JSON has no NaN: a score that does not exist (a class with no ground truth) is ``null``.
+"""
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from univ_core.train.checkpoint import atomic_write, write_json
+
+PERCENTILES = (50, 95, 99)
+
+
+def latency_stats(seconds: Sequence[float]) -> dict:
+    """{'count', 'mean', 'p50', 'p95', 'p99', 'max'} in milliseconds (None when empty)."""
+    if not len(seconds):
+        return {'count': 0, 'mean': None, **{f'p{p}': None for p in PERCENTILES}, 'max': None}
+    ms = 1e3 * np.asarray(seconds, np.float64)
+    stats = {'count': int(ms.size), 'mean': float(ms.mean())}
+    stats.update({f'p{p}': float(np.percentile(ms, p)) for p in PERCENTILES})
+    stats['max'] = float(ms.max())
+    return stats
+
+
+def clean(value: Any) -> Any:
+    """A JSON-safe copy: NaN/inf -> None, numpy scalars -> Python, Paths -> str."""
+    if isinstance(value, dict):
+        return {str(k): clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [clean(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def _fmt(value: Any, scale: float = 1.0, digits: int = 3) -> str:
+    return '–' if value is None else f'{value * scale:.{digits}f}'
+
+
+def _score_lines(scores: dict) -> list[str]:
+    """Markdown tables of the detection and segmentation scores."""
+    lines = []
+    detection = scores.get('detection') or {}
+    if detection:
+        lines += ['## Detection (COCO mAP)', '', '| mode | images | mAP | mAP50 | mAP75 |',
+                  '|---|---|---|---|---|']
+        lines += [f"| {m} | {d['images']} | {_fmt(d['map'])} | {_fmt(d['map50'])} | "
+                  f"{_fmt(d['map75'])} |" for m, d in detection.items()]
+        names = list(next(iter(detection.values()))['ap50'])
+        lines += ['', '| AP50 per class | ' + ' | '.join(names) + ' |',
+                  '|---|' + '---|' * len(names)]
+        lines += [f'| {m} | ' + ' | '.join(_fmt(d['ap50'][n]) for n in names) + ' |'
+                  for m, d in detection.items()]
+        lines.append('')
+    segmentation = scores.get('segmentation') or {}
+    if segmentation:
+        lines += ['## Segmentation', '', '| mode | mIoU | pixel accuracy |', '|---|---|---|']
+        lines += [f"| {m} | {_fmt(s['miou'])} | {_fmt(s['pixel_accuracy'])} |"
+                  for m, s in segmentation.items()]
+        lines.append('')
+    if not detection and not segmentation:
+        lines += ['No ground truth topics in the bag: no accuracy scores.', '']
+    return lines
+
+
+def markdown(report: dict) -> str:
+    """``report.md``: a summary people read."""
+    title = f"# UNIV replay report ({report['kind']})"
+    lines = [title, '']
+    if report.get('partial'):
+        lines += [f"**PARTIAL**: {report['error']}", '']
+    pairs, lat = report['pairs'], report['latency_ms']
+    lines += [f"- bag: `{report['bag']}`", f"- model: `{report['model'] or '(default model)'}`",
+              f"- mode: {report['mode']}",
+              f"- pairs: {pairs['synchronised']} synchronised, {pairs['processed']} processed, "
+              f"{pairs['dropped']} dropped (drop rate {_fmt(report['drop_rate'])}), "
+              f"{pairs['sync_misses']} sync misses, {pairs['bad_inputs']} bad inputs",
+              f"- latency ({report['latency_definition']}): p50 {_fmt(lat['p50'], digits=1)} ms,"
+              f" p95 {_fmt(lat['p95'], digits=1)} ms, p99 {_fmt(lat['p99'], digits=1)} ms",
+              f"- throughput: {_fmt(report['throughput_hz'], digits=2)} pairs/s", '']
+    lines += _score_lines(report.get('scores') or {})
+    outputs = report.get('outputs') or {}
+    lines += ['## Files', '', f"- output bag: `{outputs.get('bag')}`"]
+    lines += [f'- `{path}`' for path in outputs.get('plots', []) + outputs.get('overlays', [])]
+    return '\n'.join(lines) + '\n'
+
+
+def _plot_latency(path: Path, seconds: Sequence[float], definition: str) -> None:
+    import matplotlib
+
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.hist(1e3 * np.asarray(seconds), bins=30, color='#3a7dc9')
+    ax.set_xlabel(f'latency, ms ({definition})')
+    ax.set_ylabel('pairs')
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format='png', dpi=100, bbox_inches='tight'))
+    plt.close(fig)
+
+
+def _plot_classes(path: Path, scores: dict) -> bool:
+    """Per-class bars: AP50 per detection class and IoU per segmentation class, per mode."""
+    panels = [(f'AP50 ({kind})', {m: d['ap50'] for m, d in scores.get(kind, {}).items()})
+              for kind in ('detection',)]
+    panels += [('IoU (segmentation)', {m: s['iou'] for m, s in
+                                       scores.get('segmentation', {}).items()})]
+    panels = [(title, per_mode) for title, per_mode in panels if per_mode]
+    if not panels:
+        return False
+    import matplotlib
+
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(len(panels), 1, figsize=(7, 3.2 * len(panels)), squeeze=False)
+    for ax, (title, per_mode) in zip(axes[:, 0], panels, strict=True):
+        names = list(next(iter(per_mode.values())))
+        width = 0.8 / len(per_mode)
+        for i, (mode, values) in enumerate(per_mode.items()):
+            heights = [0.0 if values[n] is None or values[n] != values[n] else values[n]
+                       for n in names]
+            ax.bar(np.arange(len(names)) + i * width, heights, width, label=mode)
+        ax.set_xticks(np.arange(len(names)) + 0.4 - width / 2, names, rotation=30)
+        ax.set_ylim(0, 1)
+        ax.set_title(title)
+        ax.legend()
+    fig.tight_layout()
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format='png', dpi=100))
+    plt.close(fig)
+    return True
+
+
+def write_report(folder: Path, report: dict, latencies_s: Sequence[float],
+                 overlays: Sequence[Path]) -> dict:
+    """Write ``report.json``, ``report.md``, ``latency.png`` and ``per_class.png`` into ``folder``.
+
+    Args:
+        folder: the replay's output folder.
+        report: the numbers (see :func:`univ_ros.replay.offline.offline_report`).
+        latencies_s: per-pair latencies, seconds, for the histogram.
+        overlays: overlay PNGs already written (listed relative to ``folder``).
+
+    Returns:
+        The JSON-safe report as written.
+    """
+    plots = []
+    if len(latencies_s):
+        _plot_latency(folder / 'latency.png', latencies_s, report['latency_definition'])
+        plots.append('latency.png')
+    if _plot_classes(folder / 'per_class.png', report.get('scores') or {}):
+        plots.append('per_class.png')
+    report = clean({**report, 'outputs': {
+        'bag': 'bag', 'plots': plots,
+        'overlays': [str(Path(p).relative_to(folder)) for p in overlays]}})
+    write_json(folder / 'report.json', report)
+    text = markdown(report)
+    atomic_write(folder / 'report.md', lambda tmp: tmp.write_text(text))
+    return report

@@ -1,0 +1,173 @@
+"""Scores of a replay: predictions joined to the bag's ground truth by header stamp.
+
+Ground truth is matched by stamp: ``/ground_truth/rgb/detections`` and the segmentation mask
+carry the RGB image's header, ``/ground_truth/thermal/detections`` the thermal image's. A bag is
+read in timestamp order and ground truth is stamped like its image, so once the bag has moved
+past a pair's stamps all of its ground truth has been seen (:meth:`Scorer.settle`).
+
+Which ground truth scores which prediction: ``rgb`` predictions (RGB pixels) against the RGB
+boxes, ``thermal`` ones (thermal pixels) against the thermal boxes, ``fused`` ones (RGB pixels;
+the cameras are pixel-aligned) against :func:`fused_truth`, every object seen by either camera.
+Masks are in the RGB frame and score all modes (pixel-aligned datasets).
+"""
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from univ_core.eval.metrics import DetectionMeter, SegmentationMeter
+from univ_ros.conversions import image_to_numpy
+from univ_ros.replay import topics as T
+from univ_ros.replay.bagio import stamp_ns
+
+SAME_OBJECT_IOU = 0.5  # a thermal box this close to an RGB box of its class is the same object
+
+
+def boxes_from_msg(msg: Any) -> tuple[np.ndarray, list[str], np.ndarray]:
+    """Detection2DArray -> (K, 4) float32 xyxy pixels, K class names, (K,) float32 scores."""
+    boxes, names, scores = [], [], []
+    for det in msg.detections:
+        cx, cy = det.bbox.center.position.x, det.bbox.center.position.y
+        half_w, half_h = 0.5 * det.bbox.size_x, 0.5 * det.bbox.size_y
+        boxes.append([cx - half_w, cy - half_h, cx + half_w, cy + half_h])
+        best = det.results[0].hypothesis if det.results else None
+        names.append(best.class_id if best is not None else '')
+        scores.append(best.score if best is not None else 1.0)
+    return (np.asarray(boxes, np.float32).reshape(-1, 4), names,
+            np.asarray(scores, np.float32))
+
+
+def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU of (N, 4) and (M, 4) xyxy boxes -> (N, M) float64."""
+    lo = np.maximum(a[:, None, :2], b[None, :, :2])  # (N, M, 2)
+    hi = np.minimum(a[:, None, 2:], b[None, :, 2:])  # (N, M, 2)
+    inter = np.prod(np.clip(hi - lo, 0, None), axis=2)  # (N, M)
+    area_a = np.prod(a[:, 2:] - a[:, :2], axis=1)  # (N,)
+    area_b = np.prod(b[:, 2:] - b[:, :2], axis=1)  # (M,)
+    return inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-9)
+
+
+def fused_truth(rgb: dict, thermal: dict) -> dict:
+    """Objects seen by either camera: the RGB boxes plus the thermal boxes of other objects.
+
+    Args:
+        rgb: {'boxes': (K, 4) float32 xyxy pixels, 'labels': (K,) int64} of the RGB image.
+        thermal: the same for the (pixel-aligned) thermal image.
+    """
+    iou = box_iou(thermal['boxes'], rgb['boxes'])  # (Kt, Kr)
+    same_class = thermal['labels'][:, None] == rgb['labels'][None, :]
+    new = ~((iou >= SAME_OBJECT_IOU) & same_class).any(axis=1) if iou.size else \
+        np.ones(len(thermal['labels']), bool)
+    return {'boxes': np.concatenate([rgb['boxes'], thermal['boxes'][new]]).reshape(-1, 4),
+            'labels': np.concatenate([rgb['labels'], thermal['labels'][new]])}
+
+
+@dataclass
+class _Pending:
+    rgb_ns: int
+    thermal_ns: int
+    predictions: dict  # mode -> Prediction
+
+
+@dataclass
+class Scorer:
+    """Accumulates mAP / mIoU per mode over a replay.
+
+    Boxes are kept (they are small) and scored at the end, when every class name is known;
+    masks are folded into confusion matrices as pairs settle.
+
+    Args:
+        det_classes: detection class names (the model's; ground-truth names outside them are
+            appended and score AP 0).
+        seg_classes: segmentation class names (mask ids index them), or None.
+        margin_ns: how far behind the newest bag time a pair is settled (> the sync window).
+    """
+
+    det_classes: list[str] | None
+    seg_classes: list[str] | None
+    margin_ns: int = 2 * 10**9
+    truth: dict = field(default_factory=dict)  # (topic, stamp ns) -> boxes dict or mask
+    pending: list = field(default_factory=list)  # _Pending
+    scored: int = 0  # pairs with ground truth
+    unmatched_truth: int = 0  # ground-truth messages whose pair never formed (sync misses)
+    det_items: dict = field(default_factory=dict)  # mode -> ([prediction], [target])
+    seg_meters: dict = field(default_factory=dict)  # mode -> SegmentationMeter
+
+    def add_truth(self, topic: str, msg: Any) -> None:
+        """Keep a ground-truth message until its pair is scored."""
+        key = (topic, stamp_ns(msg.header))
+        if topic == T.GT_SEGMENTATION:
+            self.truth[key] = np.array(image_to_numpy(msg))  # (H, W) uint8, 255 ignore
+            return
+        boxes, names, _ = boxes_from_msg(msg)
+        self.truth[key] = {'boxes': boxes, 'labels': self._label_ids(names)}
+
+    def _label_ids(self, names: list[str]) -> np.ndarray:
+        self.det_classes = list(self.det_classes or [])
+        self.det_classes += [n for n in dict.fromkeys(names) if n not in self.det_classes]
+        return np.asarray([self.det_classes.index(n) for n in names], np.int64)
+
+    def add_predictions(self, rgb_ns: int, thermal_ns: int, predictions: dict) -> None:
+        """Predictions (mode -> Prediction) of the pair stamped (rgb_ns, thermal_ns)."""
+        self.pending.append(_Pending(rgb_ns, thermal_ns, predictions))
+
+    def settle(self, now_ns: int | None = None) -> None:
+        """Score the pairs older than ``now_ns - margin_ns`` (None: all) and drop stale truth."""
+        limit = np.iinfo(np.int64).max if now_ns is None else now_ns - self.margin_ns
+        ready = [p for p in self.pending if max(p.rgb_ns, p.thermal_ns) < limit]
+        self.pending = [p for p in self.pending if max(p.rgb_ns, p.thermal_ns) >= limit]
+        for item in ready:
+            self._score(item)
+        stale = [key for key in self.truth if key[1] < limit]
+        self.unmatched_truth += len(stale)
+        for key in stale:
+            del self.truth[key]
+
+    def _score(self, item: _Pending) -> None:
+        rgb = self.truth.pop((T.GT_RGB_DETECTIONS, item.rgb_ns), None)
+        thermal = self.truth.pop((T.GT_THERMAL_DETECTIONS, item.thermal_ns), None)
+        mask = self.truth.pop((T.GT_SEGMENTATION, item.rgb_ns), None)
+        if rgb is None and thermal is None and mask is None:
+            return
+        both = rgb is not None and thermal is not None
+        boxes = {'rgb': rgb, 'thermal': thermal,
+                 'fused': fused_truth(rgb, thermal) if both else rgb or thermal}
+        self.scored += 1
+        for mode, prediction in item.predictions.items():
+            if boxes[mode] is not None:
+                predictions, targets = self.det_items.setdefault(mode, ([], []))
+                predictions.append(prediction.detections)
+                targets.append(boxes[mode])
+            if mask is not None and prediction.mask is not None and self.seg_classes and \
+                    prediction.mask.shape == mask.shape:
+                meter = self.seg_meters.setdefault(mode, SegmentationMeter(self.seg_classes))
+                meter.update(prediction.mask, mask)
+
+    def results(self) -> dict:
+        """Scores of every pair so far (settles all).
+
+        Returns:
+            'pairs_scored', 'truth_without_pair', 'detection': {mode: DetectionMeter.compute()
+            + 'images'}, 'segmentation': {mode: SegmentationMeter.compute()}.
+        """
+        self.settle()
+        names = [n for predictions, _ in self.det_items.values() for d in predictions
+                 for n in d.class_names]
+        self._label_ids(names)  # predicted names the class list lacks (a node with other names)
+        detection = {}
+        for mode, (predictions, targets) in self.det_items.items():
+            if not self.det_classes:
+                continue
+            meter = DetectionMeter(self.det_classes)
+            meter.update([_as_scored(d, self.det_classes) for d in predictions], targets)
+            detection[mode] = {**meter.compute(), 'images': len(targets)}
+        return {'pairs_scored': self.scored, 'truth_without_pair': self.unmatched_truth,
+                'detection': detection,
+                'segmentation': {m: meter.compute() for m, meter in self.seg_meters.items()}}
+
+
+def _as_scored(dets: Any, class_names: list[str]) -> dict:
+    """Detections -> {'boxes', 'scores', 'labels'} with ids into ``class_names``."""
+    labels = [class_names.index(n) if n in class_names else -1 for n in dets.class_names]
+    return {'boxes': dets.boxes, 'scores': dets.scores, 'labels': np.asarray(labels, np.int64)}
