@@ -6,6 +6,8 @@ import numpy as np
 
 def default_palette(num_classes: int) -> np.ndarray:
     """(num_classes, 3) uint8 distinct colours; class 0 (usually 'unlabeled') is black."""
+    if num_classes == 0:
+        return np.zeros((0, 3), np.uint8)
     hues = (np.arange(num_classes) * 137.508) % 180  # golden-angle hue steps, OpenCV hue units
     hsv = np.stack([hues, np.full(num_classes, 200), np.full(num_classes, 255)], -1)
     rgb = cv2.cvtColor(hsv.astype(np.uint8)[None], cv2.COLOR_HSV2RGB)[0]

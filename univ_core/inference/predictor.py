@@ -15,9 +15,9 @@ import torch
 import torch.nn.functional as F
 from torchvision.ops import batched_nms
 
-from univ_core.data.transforms import IR_MEAN, IR_STD, RGB_MEAN, RGB_STD
-from univ_core.inference.overlay import default_palette
 from univ_core.inference.geometry import as_homography, transform_boxes, warp, warp_grid
+from univ_core.inference.overlay import default_palette
+from univ_core.inference.preprocess import Preprocessor
 from univ_core.inference.thermal import ThermalNorm
 from univ_core.inference.validation import check_rgb, check_thermal
 
@@ -41,7 +41,7 @@ class PredictorConfig:
 
     def __post_init__(self) -> None:
         if self.precision not in ('fp32', 'bf16', 'fp16'):
-            raise ValueError(f"precision: expected fp32, bf16 or fp16, got {self.precision!r}")
+            raise ValueError(f'precision: expected fp32, bf16 or fp16, got {self.precision!r}')
         if not 0 <= self.score_threshold <= 1 or not 0 < self.nms_iou <= 1:
             raise ValueError('score_threshold must be in [0, 1] and nms_iou in (0, 1]')
         if isinstance(self.thermal_norm, dict):
@@ -100,10 +100,7 @@ class Predictor:
             self.model = torch.compile(self.model, dynamic=False)
         self._dtype = {'fp32': None, 'bf16': torch.bfloat16, 'fp16': torch.float16}[
             self.config.precision]
-        # Constants built once, on the device (no per-call allocation).
-        as_dev = {'device': self.device, 'dtype': torch.float32}
-        self._rgb_mean = torch.tensor(RGB_MEAN, **as_dev).view(1, 3, 1, 1) * 255.0
-        self._rgb_std = torch.tensor(RGB_STD, **as_dev).view(1, 3, 1, 1) * 255.0
+        self.preprocess = Preprocessor(self.input_size, self.config.thermal_norm, self.device)
         self._h = (None if self.config.homography is None else
                    as_homography(self.config.homography))
         self._grids: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
@@ -128,8 +125,8 @@ class Predictor:
         if n == 0 or (mode == 'fused' and len(rgbs) != len(thermals)):
             raise ValueError(f'mode {mode}: got {len(rgbs)} rgb and {len(thermals)} thermal images')
         self._check_sizes(rgbs, thermals, mode)
-        batch = [self._rgb_batch(rgbs)] if rgbs else []
-        batch += [self._thermal_batch(thermals)] if thermals else []
+        batch = [self.preprocess.rgb(rgbs)] if rgbs else []
+        batch += [self.preprocess.thermal(thermals)] if thermals else []
         with torch.inference_mode(), torch.autocast(self.device.type, dtype=self._dtype or
                                                     torch.float32, enabled=self._dtype is not None):
             out = self.model(torch.cat(batch), score_thresh=self.config.score_threshold,
@@ -170,27 +167,6 @@ class Predictor:
                 f'rgb {rgbs[0].shape[1]}x{rgbs[0].shape[0]} and thermal {thermals[0].shape[1]}x'
                 f'{thermals[0].shape[0]} differ: pixel-aligned fusion needs equal sizes '
                 'or a homography (PredictorConfig.homography)')
-
-    def _resize(self, images: torch.Tensor) -> torch.Tensor:
-        """(B, C, H, W) float32 -> (B, C, h, w) at the model input size."""
-        if tuple(images.shape[-2:]) == self.input_size:
-            return images
-        return F.interpolate(images, size=self.input_size, mode='bilinear', antialias=True,
-                             align_corners=False)
-
-    def _rgb_batch(self, rgbs: list[np.ndarray]) -> torch.Tensor:
-        """uint8 (N, H, W, 3) uploaded as is, normalised on the device -> (N, 3, h, w)."""
-        x = torch.from_numpy(np.stack(rgbs)).to(self.device, non_blocking=True)
-        x = x.permute(0, 3, 1, 2).float()  # (N, 3, H, W) in 0..255
-        return (self._resize(x) - self._rgb_mean) / self._rgb_std
-
-    def _thermal_batch(self, thermals: list[np.ndarray]) -> torch.Tensor:
-        """uint8/uint16/float (N, H, W) uploaded as is -> (N, 3, h, w) normalised."""
-        raw = np.stack(thermals)
-        x = torch.from_numpy(raw).to(self.device, non_blocking=True).float()  # (N, H, W)
-        x = self.config.thermal_norm.apply(x, is_uint8=raw.dtype == np.uint8)
-        x = self._resize(x[:, None])  # (N, 1, h, w)
-        return ((x - IR_MEAN) / IR_STD).expand(-1, 3, -1, -1)  # one channel replicated to 3
 
     def _postprocess(self, out: dict, rgbs: list, thermals: list, mode: str,
                      note: str) -> list[Prediction]:

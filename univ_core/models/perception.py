@@ -65,11 +65,15 @@ class PerceptionModel(nn.Module):
             raise ValueError(f'images: expected (B, 3, H, W) with H, W multiples of '
                              f'{self.input_multiple}, got {tuple(images.shape)}')
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.backbone_frozen):
-            backbone_out = self._backbone_maps(images)
+            backbone_out = self.backbone_maps(images)
         return list(self.pyramid(backbone_out).values())
 
-    def _backbone_maps(self, images: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
-        """ConvMAE: its three stage maps; ViT: the last patch tokens as a (B, D, h, w) map."""
+    def backbone_maps(self, images: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
+        """ConvMAE: its three stage maps; ViT: the last patch tokens as a (B, D, h, w) map.
+
+        Head-only training caches these once (the frozen backbone never changes them) and passes
+        them to :meth:`losses` as ``maps``.
+        """
         if hasattr(self.backbone, 'forward_stages'):
             return self.backbone.forward_stages(images)
         prefix = int(getattr(self.backbone, 'num_prefix_tokens', 0))
@@ -110,9 +114,10 @@ class PerceptionModel(nn.Module):
 
     def losses(
         self,
-        images: torch.Tensor,
+        images: torch.Tensor | None,
         seg_targets: torch.Tensor | None = None,
         det_targets: list[dict[str, torch.Tensor]] | None = None,
+        maps: torch.Tensor | list[torch.Tensor] | None = None,
     ) -> dict[str, torch.Tensor]:
         """Weighted training losses; their sum is the objective.
 
@@ -121,6 +126,8 @@ class PerceptionModel(nn.Module):
             seg_targets: (B, H, W) int64 class ids, ``ignore_index`` where unlabelled; or None.
             det_targets: B dicts of ``boxes`` (K, 4) float32 xyxy input px and ``labels`` (K,)
                 int64 0-based; or None.
+            maps: cached :meth:`backbone_maps` output used instead of ``images`` (frozen
+                backbone only).
 
         Returns:
             ``seg``, ``seg_aux`` (x ``aux_weight``), ``det_classification``,
@@ -130,7 +137,9 @@ class PerceptionModel(nn.Module):
             raise ValueError('seg_targets given but the model has no segmentation head')
         if det_targets is not None and self.det_head is None:
             raise ValueError('det_targets given but the model has no detection head')
-        features = self.features(images)
+        if maps is not None and not self.backbone_frozen:
+            raise ValueError('cached backbone maps need a frozen backbone (freeze_backbone())')
+        features = list(self.pyramid(maps).values()) if maps is not None else self.features(images)
         losses: dict[str, torch.Tensor] = {}
         if seg_targets is not None:
             losses['seg'] = segmentation_loss(

@@ -5,6 +5,7 @@ before DDP wraps the student, so LoRA gradients are all-reduced (the official sc
 """
 
 import argparse
+import copy
 import json
 import math
 import os
@@ -43,6 +44,7 @@ class PretrainConfig:
 
     arch: str = 'vit_small_patch14_dinov2'  # timm name of teacher and student
     weights: str = 'default'  # 'default' | 'hub' | 'none' | checkpoint path
+    backbone_overrides: dict = field(default_factory=dict)  # extra timm args (toy tests)
     sources: list[DataSource] = field(default_factory=list)  # combined MVIP-style
     holdout: int = 0  # pairs per source held out (never trained on) for eval-alignment
     img_size: int = 224  # shared random-resized-crop size
@@ -50,6 +52,7 @@ class PretrainConfig:
     epochs: int = 400  # passes over the data
     warmup_epochs: int = 40  # linear lr warm-up
     max_steps: int | None = None  # stop early after this many steps (schedules keep epochs)
+    max_minutes: float | None = None  # stop (checkpoint + export) once this much time passed
     lr: float = 1.5e-4  # base lr, scaled by global batch / 256
     min_lr: float = 1e-6  # final cosine lr
     weight_decay: float = 0.05  # start of the cosine weight-decay schedule
@@ -99,10 +102,12 @@ def batches_for_epoch(n: int, batch: int, epoch: int, seed: int, rank: int, worl
 
 def build_models(cfg: PretrainConfig, device: torch.device):
     """Frozen teacher and LoRA student, both from the same weights."""
-    teacher = PatchEncoder(create_backbone(cfg.arch, cfg.weights)).to(device).eval()
+    teacher = PatchEncoder(create_backbone(cfg.arch, cfg.weights, **cfg.backbone_overrides))
+    teacher = teacher.to(device).eval()
     # Frozen once here: the teacher only provides targets and labels, it is never updated.
     teacher.requires_grad_(False)
-    student = add_lora(PatchEncoder(create_backbone(cfg.arch, cfg.weights)), cfg.lora).to(device)
+    # The student starts as an exact copy of the teacher (same weights, same random init).
+    student = add_lora(copy.deepcopy(teacher).train().requires_grad_(True), cfg.lora).to(device)
     return teacher, student
 
 
@@ -122,6 +127,14 @@ def setup_distributed(device: str) -> tuple[int, int, torch.device]:
     if device == 'cuda':
         device = f'cuda:{int(os.environ.get("LOCAL_RANK", "0"))}'
     return rank, world, torch.device(device)
+
+
+def out_of_time(t0: float, minutes: float, world: int) -> bool:
+    """Whether any rank has used up ``minutes`` (all ranks get the same answer)."""
+    late = torch.tensor([float(time.perf_counter() - t0 > 60 * minutes)])
+    if world > 1:
+        dist.all_reduce(late, op=dist.ReduceOp.MAX)
+    return bool(late.item())
 
 
 class _EpochView(torch.utils.data.Dataset):
@@ -226,6 +239,8 @@ def train(cfg: PretrainConfig, base: Path = Path('.'), resume: bool = False):
                 log.write(json.dumps(row) + '\n')
                 log.flush()
                 bar.set_postfix(loss=f'{row["loss"]:.4f}')
+            if cfg.max_minutes and out_of_time(t0, cfg.max_minutes, world):
+                last = step  # every rank stops after this same step
             if rank == 0 and (step % cfg.checkpoint_every == 0 or step == last):
                 save_checkpoint(out, step, student, optimizer, scaler, cfg)
             if step >= last:

@@ -71,7 +71,10 @@ def model_classes(model: str) -> tuple[list[str] | None, list[str] | None, np.nd
     from univ_core.inference.overlay import default_palette
     from univ_core.models.model_file import default_model_path, read_spec
 
-    spec = read_spec(Path(model) if model else default_model_path())
+    try:
+        spec = read_spec(Path(model) if model else default_model_path())
+    except (FileNotFoundError, ValueError):  # a running node with a model we cannot see
+        return None, [], default_palette(0)
     seg = list(spec.seg_classes) if spec.seg_classes else None
     palette = (np.asarray(spec.palette, np.uint8) if spec.palette is not None
                else default_palette(len(seg or [])))
