@@ -14,12 +14,11 @@ Example::
 import os
 
 from ament_index_python.packages import get_package_share_directory
+from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 from launch_ros.parameter_descriptions import ParameterValue
-
-from launch import LaunchDescription
 
 PACKAGE = 'univ_ros'
 # The node's own input names (config/perception.yaml: rgb_topic, thermal_topic).

@@ -12,7 +12,7 @@ from univ_core.models.heads import (
     point_anchors,
     segmentation_loss,
 )
-from univ_core.models.perception import PerceptionModel, create_perception_model
+from univ_core.models.perception import DET_LEVELS, PerceptionModel, create_perception_model
 from univ_core.models.pyramid import LEVELS, SimpleFeaturePyramid, StagePyramid
 
 CHANNELS = 32  # smallest width torchvision's FCOS head (GroupNorm(32)) accepts
@@ -78,7 +78,7 @@ def test_stage_backbone_path_gives_seg_and_det_at_input_pixels():
     pyramid = StagePyramid((8, 12, 16), CHANNELS)
     model = PerceptionModel(
         ToyStageBackbone(), pyramid, 16, UPerNetHead((CHANNELS,) * 4, 4, 16),
-        FCNHead(CHANNELS, 4, 16), FCOSDetector(CHANNELS, 2, pyramid.strides)).eval()
+        FCNHead(CHANNELS, 4, 16), FCOSDetector(CHANNELS, 2, pyramid.strides[DET_LEVELS])).eval()
     with torch.no_grad():
         out = model(torch.randn(1, 3, 64, 96), score_thresh=0.0)
     assert out['seg_logits'].shape == (1, 4, 64, 96)

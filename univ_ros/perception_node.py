@@ -44,7 +44,13 @@ from univ_core.inference import Predictor, PredictorConfig, load_predictor
 from univ_core.inference.overlay import colorize
 from univ_ros import conversions as conv
 from univ_ros.messages import fill_detections, fill_diagnostics, fill_label_info
-from univ_ros.params import apply_class_params, declare_node_params, input_qos, predictor_config
+from univ_ros.params import (
+    PARAM_SPECS,
+    apply_class_params,
+    declare_node_params,
+    input_qos,
+    predictor_config,
+)
 from univ_ros.perception_status import PipelineStats, camera_state, change_message, pipeline_report
 from univ_ros.stream_watch import StreamWatch
 from univ_ros.sync import ApproximateTimeSync, LatestSlot, Pair
@@ -282,10 +288,26 @@ class PerceptionNode(Node):
         super().destroy_node()
 
 
+def usage() -> str:
+    """``perception_node --help``: how to run it and every parameter with its description."""
+    lines = ['usage: perception_node [--ros-args -p NAME:=VALUE ... | --params-file FILE]',
+             '', f'ROS 2 node {NODE_NAME!r}: synchronised RGB + thermal in, masks and '
+             'detections out.', '', 'parameters (read-only unless marked dynamic):']
+    for spec in PARAM_SPECS:
+        flag = '' if spec.read_only else ' [dynamic]'
+        lines.append(f'  {spec.name} (default {spec.default!r}){flag}: {spec.description}')
+    return '\n'.join(lines)
+
+
 def main(
     args: list[str] | None = None, load: Callable[[PredictorConfig], Predictor] = load_predictor
 ) -> int:
     """Entry point ``perception_node``: init, spin, always shut down."""
+    argv = sys.argv[1:] if args is None else args
+    user_args = argv[: argv.index('--ros-args')] if '--ros-args' in argv else argv
+    if {'-h', '--help'} & set(user_args):
+        print(usage())
+        return 0
     rclpy.init(args=args)
     try:
         node = PerceptionNode(load)

@@ -12,6 +12,8 @@ from univ_core.models.heads import FCNHead, FCOSDetector, UPerNetHead, segmentat
 from univ_core.models.pyramid import SimpleFeaturePyramid, StagePyramid
 
 CONVMAE_INPUT_MULTIPLE = 16  # ConvMAE-B's total patch stride
+# FCOS runs on p3..p5 (as FCOS on P3+): p2 (stride p/4) would hold 3/4 of all points, and cost.
+DET_LEVELS = slice(1, None)
 
 
 class PerceptionModel(nn.Module):
@@ -109,7 +111,8 @@ class PerceptionModel(nn.Module):
                 logits, size=images.shape[-2:], mode='bilinear', align_corners=False)
         if self.det_head is not None:
             outputs['det'] = self.det_head.predict(
-                features, tuple(images.shape[-2:]), score_thresh, nms_iou, max_detections)
+                features[DET_LEVELS], tuple(images.shape[-2:]), score_thresh, nms_iou,
+                max_detections)
         return outputs
 
     def losses(
@@ -148,7 +151,7 @@ class PerceptionModel(nn.Module):
                 aux = segmentation_loss(self.aux_head(features[2]), seg_targets, self.ignore_index)
                 losses['seg_aux'] = self.aux_weight * aux
         if det_targets is not None:
-            for name, value in self.det_head.loss(features, det_targets).items():
+            for name, value in self.det_head.loss(features[DET_LEVELS], det_targets).items():
                 losses[f'det_{name}'] = value
         return losses
 
@@ -224,5 +227,5 @@ def create_perception_model(
         if aux_seg_head:
             aux_head = FCNHead(head_channels, num_seg_classes, head_channels)
     if num_det_classes is not None:
-        det_head = FCOSDetector(head_channels, num_det_classes, pyramid.strides)
+        det_head = FCOSDetector(head_channels, num_det_classes, pyramid.strides[DET_LEVELS])
     return PerceptionModel(backbone, pyramid, multiple, seg_head, aux_head, det_head)

@@ -179,16 +179,21 @@ def finetune(cfg: FinetuneConfig, resume: bool = False, quiet: bool = False) -> 
     return path
 
 
-def ensure_default_model(data_root: Path, quiet: bool = False) -> Path:
+def ensure_default_model(quiet: bool = False) -> Path:
     """The default model (cached): a detection head on the embedded backbone, trained once.
 
-    Trained head-only on ``data_root`` (MSRS-detection layout, e.g. msrs_mini) with both
-    modalities' boxes; a few minutes on a 2-core CPU, then reused from the cache.
+    Trained head-only on all of ``<data>/msrs_mini`` (MSRS-detection boxes of both modalities;
+    classes person, bicycle, car); a few minutes on a 2-core CPU, then reused from the cache.
     """
     path = default_model_path()
     if path.is_file():
         return path
-    cfg = FinetuneConfig(data=Split(root=str(data_root), format='msrs_det'),
+    root = data_home() / 'msrs_mini'
+    if not root.is_dir():
+        raise FileNotFoundError(
+            f'the default model is trained on msrs_mini, not found at {root}: set UNIV_DATA to '
+            'the folder holding msrs_mini/, or pass a model file (univ finetune writes one)')
+    cfg = FinetuneConfig(data=Split(root=str(root), format='msrs_det'),
                          out_dir=str(path.parent / 'default_model_run'))
     trained = finetune(cfg, quiet=quiet)
     trained.replace(path)

@@ -1,6 +1,7 @@
 """One PCCL pre-training step's losses: teacher labels, student IR + RGB tokens, two BCE terms."""
 
 import torch
+import torch.nn.functional as F
 
 from univ_core.losses.pccl import PCCLLoss, attention_positives
 from univ_core.models.backbone import PatchEncoder, tokens_and_last_attention
@@ -15,6 +16,7 @@ def pccl_losses(
     gamma: float = 0.6,
     ir_weight: float = 1.0,
     rgb_weight: float = 1.0,
+    anchor_weight: float = 0.0,
 ) -> dict[str, torch.Tensor]:
     """Named losses for one batch of aligned pairs.
 
@@ -28,6 +30,10 @@ def pccl_losses(
         gamma: attention mass kept as positives.
         ir_weight: alpha, weight of the cross-modal IR term.
         rgb_weight: beta, weight of the synchronous RGB distillation term.
+        anchor_weight: weight of ``1 - cos(student RGB token i, teacher RGB token i)`` (not in
+            the official code, default 0): keeps the student's RGB tokens where the teacher's
+            are, which the BCE terms alone do not (their negatives push every token away from
+            the teacher's shared direction).
 
     Returns:
         ``{'loss', 'loss_ir', 'loss_rgb', 'positives_per_row'}`` (scalars).
@@ -38,9 +44,11 @@ def pccl_losses(
     rgb_tokens, ir_tokens = tokens.chunk(2, dim=0)  # (B, N, D) each
     loss_ir = loss_fn(ir_tokens, teacher_tokens, labels)
     loss_rgb = loss_fn(rgb_tokens, teacher_tokens, labels)
+    loss_anchor = 1 - F.cosine_similarity(rgb_tokens.float(), teacher_tokens.float(), dim=-1).mean()
     return {
-        'loss': ir_weight * loss_ir + rgb_weight * loss_rgb,
+        'loss': ir_weight * loss_ir + rgb_weight * loss_rgb + anchor_weight * loss_anchor,
         'loss_ir': loss_ir.detach(),
         'loss_rgb': loss_rgb.detach(),
+        'loss_anchor': loss_anchor.detach(),
         'positives_per_row': labels.sum(-1).mean(),
     }

@@ -62,6 +62,7 @@ class PretrainConfig:
     temperature: float = 0.04  # cosine / temperature logits
     ir_weight: float = 1.0  # alpha: cross-modal IR loss
     rgb_weight: float = 1.0  # beta: synchronous RGB distillation
+    anchor_weight: float = 0.0  # 1 - cos(student RGB, teacher RGB) term; 0 = official UNIV
     lora: LoraSettings = field(default_factory=LoraSettings)
     amp: bool = True  # fp16 autocast + GradScaler (CUDA only)
     seed: int = 7  # everything random derives from it
@@ -219,7 +220,7 @@ def train(cfg: PretrainConfig, base: Path = Path('.'), resume: bool = False):
             with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
                 losses = pccl_losses(model, teacher, batch['rgb'].to(device),
                                      batch['ir'].to(device), loss_fn, cfg.gamma,
-                                     cfg.ir_weight, cfg.rgb_weight)
+                                     cfg.ir_weight, cfg.rgb_weight, cfg.anchor_weight)
             if not math.isfinite(losses['loss'].item()):
                 raise FloatingPointError(f'loss is {losses["loss"].item()} at step {step}; '
                                          f'last good checkpoint: {out / "last.pt"}')

@@ -52,11 +52,11 @@ def find_demo_data(explicit: Path | None) -> tuple[Path, str]:
     raise FileNotFoundError(NO_DATA.format(where=', '.join(looked[:3]) + ', ...'))
 
 
-def default_model(data_root: Path) -> Path:
-    """The default model file, trained on ``data_root`` on first use and cached."""
+def default_model() -> Path:
+    """The default model file (trained on msrs_mini on first use, then cached)."""
     from univ_core.train.finetune import ensure_default_model
 
-    return ensure_default_model(data_root)
+    return ensure_default_model()
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -80,7 +80,7 @@ def main(args: argparse.Namespace) -> int:
 
     root, fmt = find_demo_data(args.data)
     print(f'data: {root} ({fmt})', file=sys.stdout)
-    model = args.model if args.model is not None else default_model(root)
+    model = args.model if args.model is not None else default_model()
     predictor = load_predictor(PredictorConfig(model=str(model)))
     source = open_samples(root, fmt, args.split, args.limit)
     progress = not args.quiet
