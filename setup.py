@@ -1,4 +1,4 @@
-"""ament_python package `univ_ros`; installs both Python packages (univ_core, univ_ros) with pip too."""
+"""ament_python package `univ_ros`: installs univ_core and univ_ros (colcon or pip)."""
 
 from glob import glob
 

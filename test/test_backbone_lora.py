@@ -5,8 +5,8 @@ import copy
 import timm
 import torch
 from peft.tuners.lora import LoraLayer
-
 from toy import TOY, TOY_ARCH, toy_backbone
+
 from univ_core.models.backbone import PatchEncoder, _head_mean_attention, tokens_and_last_attention
 from univ_core.models.lora import LoraSettings, add_lora, merge_lora, trainable_fraction
 

@@ -45,8 +45,10 @@ def test_loss_matches_hand_computation() -> None:
     def bce(x: float, y: float) -> float:  # -y log s(x) - (1-y) log(1-s(x))
         return y * math.log1p(math.exp(-x)) + (1 - y) * (x + math.log1p(math.exp(-x)))
 
-    expected = sum(bce(logits[i][j], labels[0, i, j].item()) for i in range(2) for j in range(2)) / 4
-    assert PCCLLoss(temperature=0.04)(student, teacher, labels).item() == pytest.approx(expected, rel=1e-5)
+    pairs = [(i, j) for i in range(2) for j in range(2)]
+    expected = sum(bce(logits[i][j], labels[0, i, j].item()) for i, j in pairs) / 4
+    loss = PCCLLoss(temperature=0.04)(student, teacher, labels).item()
+    assert loss == pytest.approx(expected, rel=1e-5)
     assert expected == pytest.approx(4.5927, abs=1e-3)
 
 

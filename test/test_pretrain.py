@@ -14,7 +14,6 @@ import pytest
 import torch
 import yaml
 from safetensors.torch import load_file
-
 from toy import TOY, TOY_ARCH
 
 REPO = Path(__file__).resolve().parents[1]
@@ -86,7 +85,7 @@ def test_killed_run_resumes_to_the_same_parameters(toy_pairs: Path, tmp_path: Pa
     assert not any('lora' in k for k in merged)
 
 
-WORKER = '''
+WORKER = """
 import sys, torch, torch.distributed as dist
 from safetensors.torch import save_file
 from univ_core.train.config import load_config
@@ -96,7 +95,7 @@ student = train(cfg)
 state = {k: v.contiguous() for k, v in lora_state(student).items()}
 save_file(state, f'{cfg.out_dir}/rank{dist.get_rank()}.safetensors')
 dist.destroy_process_group()
-'''
+"""
 
 
 def test_ddp_keeps_lora_identical_across_two_cpu_ranks(toy_pairs: Path, tmp_path: Path) -> None:

@@ -111,9 +111,11 @@ def build(prefix: Path) -> None:
 
 
 def main() -> int:
+    """Rewrite the wheels' paths, then build and install vision_msgs into this venv."""
     prefix = Path(sys.prefix)
     if prefix == Path(sys.base_prefix):
-        print('build_vision_msgs: run this with the venv python, not the system one', file=sys.stderr)
+        print('build_vision_msgs: run it with the venv python, not the system one',
+              file=sys.stderr)
         return 2
     print(f'build_vision_msgs: rewrote {rewrite_wheel_paths(prefix)} wheel CMake files')
     build(prefix)

@@ -22,6 +22,7 @@ from univ_core.train.finetune import FinetuneConfig, finetune
 
 
 def main() -> int:
+    """Run every (backbone, head modality, seed) and print the table."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--univ', required=True, help='UNIV merged backbone (safetensors)')
     parser.add_argument('--seeds', type=int, nargs='+', default=[0, 1, 2])
@@ -52,7 +53,8 @@ def main() -> int:
     print('|---|---|---|---|')
     for backbone_name in ('teacher', 'univ'):
         for trained_on in ('rgb', 'ir'):
-            sel = [r for r in rows if r['backbone'] == backbone_name and r['trained_on'] == trained_on]
+            sel = [r for r in rows
+                   if r['backbone'] == backbone_name and r['trained_on'] == trained_on]
             ir = [r['ir_map50'] for r in sel]
             rgb = [r['rgb_map50'] for r in sel]
             sd = statistics.stdev(ir) if len(ir) > 1 else 0.0

@@ -24,6 +24,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The top-level parser (subcommand names and one-line helps only)."""
     parser = argparse.ArgumentParser(prog='univ', description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest='command', metavar='COMMAND')
     for name, (_, help_text) in COMMANDS.items():
@@ -32,6 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run ``univ COMMAND ...``; input errors print one line and return 1."""
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0] not in COMMANDS:
         build_parser().parse_args(argv or ['--help'])

@@ -51,7 +51,8 @@ def batch_alignment(ir_tokens: torch.Tensor, rgb_tokens: torch.Tensor,
         Sums over patches (not yet divided) of each metric, keyed like AlignmentMetrics.
     """
     b, n, _ = ir_tokens.shape
-    ir, rgb, tea = (F.normalize(t.float(), dim=-1) for t in (ir_tokens, rgb_tokens, teacher_tokens))
+    ir, rgb, tea = (F.normalize(t.float(), dim=-1)
+                    for t in (ir_tokens, rgb_tokens, teacher_tokens))
     sim = ir @ tea.transpose(1, 2)  # (B, N, N): IR query i vs teacher RGB key j
     best = sim.argmax(dim=-1)  # (B, N)
     cell = torch.arange(n).expand(b, n)

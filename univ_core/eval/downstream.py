@@ -9,7 +9,6 @@ cross-modal transfer protocol (e.g. a head trained on RGB labels evaluated on IR
 import argparse
 from pathlib import Path
 
-import numpy as np
 from tqdm import tqdm
 
 from univ_core.eval.fused_truth import fused_truth
@@ -60,7 +59,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--format', default=None, help='msrs_det | msrs_seg | mfnet | m3fd | ...')
     parser.add_argument('--split', default='train')
     parser.add_argument('--holdout', type=int, default=0,
-                        help='evaluate only the N pairs `univ finetune` held out with data.holdout=N')
+                        help='evaluate only the N pairs held out by finetune data.holdout=N')
     parser.add_argument('--seed', type=int, default=0, help='holdout seed (as in finetune)')
     parser.add_argument('--modality', nargs='+', choices=list(MODES), default=['rgb', 'ir'])
     parser.add_argument('--device', default='auto')

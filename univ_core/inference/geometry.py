@@ -6,10 +6,11 @@ import torch.nn.functional as F
 
 
 def as_homography(values: object) -> np.ndarray:
-    """A 3x3 float64 matrix from 9 numbers (row-major) or a 3x3 nested list; ValueError otherwise."""
+    """A 3x3 float64 matrix from 9 numbers (row-major) or a 3x3 nested list."""
     h = np.asarray(values, dtype=np.float64).reshape(-1)
     if h.size != 9 or not np.isfinite(h).all() or abs(np.linalg.det(h.reshape(3, 3))) < 1e-12:
-        raise ValueError(f'homography: expected 9 finite numbers of an invertible 3x3 matrix, got {values}')
+        raise ValueError(
+            f'homography: expected 9 finite numbers of an invertible 3x3 matrix, got {values}')
     return h.reshape(3, 3)
 
 
@@ -38,10 +39,13 @@ def warp_grid(h_dst_to_src: np.ndarray, dst_hw: tuple[int, int], src_hw: tuple[i
 
     Args:
         h_dst_to_src: (3, 3) destination pixel -> source pixel.
-        dst_hw: destination (H, W); src_hw: source (H, W).
+        dst_hw: destination (H, W).
+        src_hw: source (H, W).
+        device: where the grid is made.
 
     Returns:
-        grid (1, H, W, 2) in [-1, 1] source coordinates and valid (1, 1, H, W) bool (inside source).
+        grid (1, H, W, 2) in [-1, 1] source coordinates and valid (1, 1, H, W) bool (inside
+        the source image).
     """
     hd, wd = dst_hw
     ys, xs = np.mgrid[0:hd, 0:wd].astype(np.float64) + 0.5  # pixel centres, (H, W) each

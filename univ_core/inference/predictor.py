@@ -22,6 +22,7 @@ from univ_core.inference.thermal import ThermalNorm
 from univ_core.inference.validation import check_rgb, check_thermal
 
 MODES = ('rgb', 'thermal', 'fused')
+BACKENDS = ('torch', 'onnxruntime')
 
 
 @dataclass
@@ -38,10 +39,17 @@ class PredictorConfig:
     thermal_norm: ThermalNorm = field(default_factory=ThermalNorm)
     homography: tuple[float, ...] | None = None  # 9 values: thermal pixel -> RGB pixel
     compile: bool = False  # torch.compile the model (static shapes; warm-up pays the cost)
+    channels_last: bool = False  # torch: NHWC memory format for the conv pyramid and heads
+    backend: str = 'torch'  # torch | onnxruntime (.onnx model file, or exported at start)
 
     def __post_init__(self) -> None:
         if self.precision not in ('fp32', 'bf16', 'fp16'):
             raise ValueError(f'precision: expected fp32, bf16 or fp16, got {self.precision!r}')
+        if self.backend not in BACKENDS:
+            raise ValueError(f'backend: expected one of {BACKENDS}, got {self.backend!r}')
+        if self.backend == 'onnxruntime' and (self.compile or self.precision != 'fp32'):
+            raise ValueError('backend onnxruntime: runs the exported fp32 graph; compile and '
+                             'precision bf16/fp16 are torch settings (TensorRT: see univ export)')
         if not 0 <= self.score_threshold <= 1 or not 0 < self.nms_iou <= 1:
             raise ValueError('score_threshold must be in [0, 1] and nms_iou in (0, 1]')
         if isinstance(self.thermal_norm, dict):
@@ -64,7 +72,7 @@ class Detections:
 class Prediction:
     """What one synchronised pair (or one image) produced."""
 
-    mask: np.ndarray | None  # (H, W) uint8 class ids (uint16 beyond 254 classes); None: no seg head
+    mask: np.ndarray | None  # (H, W) uint8 class ids (uint16 beyond 254 classes); None: no seg
     confidence: np.ndarray | None  # (H, W) float32 probability of the chosen class
     detections: Detections
     mode: str  # the mode actually run: rgb | thermal | fused
@@ -95,9 +103,7 @@ class Predictor:
                                    else 'cpu' if device == 'auto' else device)
         self.input_size = tuple(self.config.input_size or input_size)
         self.seg_classes, self.det_classes = seg_classes, det_classes
-        self.model = model.to(self.device).eval()
-        if self.config.compile:
-            self.model = torch.compile(self.model, dynamic=False)
+        self.model = self._prepare(model)
         self._dtype = {'fp32': None, 'bf16': torch.bfloat16, 'fp16': torch.float16}[
             self.config.precision]
         self.preprocess = Preprocessor(self.input_size, self.config.thermal_norm, self.device)
@@ -118,21 +124,30 @@ class Predictor:
         """Several pairs of equal sizes in ONE forward (offline replay throughput)."""
         if mode not in MODES:
             raise ValueError(f'mode: expected one of {MODES}, got {mode!r}')
-        rgbs = [check_rgb(x, f'rgb[{i}]') for i, x in enumerate(rgbs or [])] if mode != 'thermal' else []
+        rgbs = ([check_rgb(x, f'rgb[{i}]') for i, x in enumerate(rgbs or [])]
+                if mode != 'thermal' else [])
         thermals = ([check_thermal(x, f'thermal[{i}]') for i, x in enumerate(thermals or [])]
                     if mode != 'rgb' else [])
         n = max(len(rgbs), len(thermals))
         if n == 0 or (mode == 'fused' and len(rgbs) != len(thermals)):
-            raise ValueError(f'mode {mode}: got {len(rgbs)} rgb and {len(thermals)} thermal images')
+            raise ValueError(
+                f'mode {mode}: got {len(rgbs)} rgb and {len(thermals)} thermal images')
         self._check_sizes(rgbs, thermals, mode)
         batch = [self.preprocess.rgb(rgbs)] if rgbs else []
         batch += [self.preprocess.thermal(thermals)] if thermals else []
-        with torch.inference_mode(), torch.autocast(self.device.type, dtype=self._dtype or
-                                                    torch.float32, enabled=self._dtype is not None):
-            out = self.model(torch.cat(batch), score_thresh=self.config.score_threshold,
-                             nms_iou=self.config.nms_iou,
-                             max_detections=self.config.max_detections)
-        return self._postprocess(out, rgbs, thermals, mode, note)
+        with torch.inference_mode():
+            out = self.forward(torch.cat(batch))
+            return self._postprocess(out, rgbs, thermals, mode, note)
+
+    def forward(self, images: torch.Tensor) -> dict:
+        """The model on a preprocessed batch: images (B, 3, h, w) float32 on the device."""
+        if self.config.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(self.device.type, dtype=self._dtype or torch.float32,
+                            enabled=self._dtype is not None):
+            return self.model(images, score_thresh=self.config.score_threshold,
+                              nms_iou=self.config.nms_iou,
+                              max_detections=self.config.max_detections)
 
     def warmup(self, rgb_hw: tuple[int, int] = (512, 640), runs: int = 2) -> float:
         """Run dummy pairs (compiles/tunes kernels); returns the seconds it took."""
@@ -146,13 +161,25 @@ class Predictor:
         return time.perf_counter() - start
 
     # ---------------------------------------------------------------- internals
+    def _prepare(self, model: torch.nn.Module) -> torch.nn.Module:
+        """The model on the device, eval; as onnxruntime graph, channels-last or compiled."""
+        if self.config.backend == 'onnxruntime':
+            from univ_core.inference.onnx_backend import as_onnx_model
+
+            return as_onnx_model(model, self.input_size, self.device).eval()
+        model = model.to(self.device).eval()
+        if self.config.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        return torch.compile(model, dynamic=False) if self.config.compile else model
+
     @staticmethod
     def _resolve_mode(mode: str, has_rgb: bool, has_thermal: bool) -> tuple[str, str]:
         if mode not in MODES:
             raise ValueError(f'mode: expected one of {MODES}, got {mode!r}')
         if mode == 'fused' and has_rgb != has_thermal:
             alone = 'rgb' if has_rgb else 'thermal'
-            return alone, f'fused requested but {"thermal" if has_rgb else "rgb"} missing: {alone} only'
+            missing = 'thermal' if has_rgb else 'rgb'
+            return alone, f'fused requested but {missing} missing: {alone} only'
         if (mode == 'rgb' and not has_rgb) or (mode == 'thermal' and not has_thermal) or not (
                 has_rgb or has_thermal):
             raise ValueError(f'mode {mode}: the {mode if mode != "fused" else "rgb and thermal"} '
@@ -170,37 +197,56 @@ class Predictor:
 
     def _postprocess(self, out: dict, rgbs: list, thermals: list, mode: str,
                      note: str) -> list[Prediction]:
-        """Split the batch back into pairs, fuse, map to the output frame, copy to numpy."""
+        """Split the batch back into pairs, fuse, map to the output frame; ONE copy to host."""
         n = max(len(rgbs), len(thermals))
         ref_hw = rgbs[0].shape[:2] if rgbs else thermals[0].shape
         # Per batch row: its original size (pixels) and whether it is thermal.
         rows = [(x.shape[:2], False) for x in rgbs] + [(x.shape[:2], True) for x in thermals]
         seg = out.get('seg_logits')
-        probs = seg.float().softmax(1) if seg is not None else None  # (B, C, h, w)
+        seg = self._fuse_seg(seg, n, rows, ref_hw, mode) if seg is not None else []
+        dets = [self._fuse_det(out.get('det'), [i, n + i] if mode == 'fused' else [i], rows,
+                               mode) for i in range(n)]
+        host = _to_host([*seg, *(t for d in dets for t in d)])  # (masks, confs), then per pair
+        masks, confs = (host[0], host[1]) if seg else ([None] * n, [None] * n)
+        if seg and masks.dtype != np.uint8:  # beyond 254 classes: 65535 = unlabeled
+            masks = masks.astype(np.uint16)
         results = []
         for i in range(n):
-            idx = [i, n + i] if mode == 'fused' else [i]
-            mask = conf = None
-            if probs is not None:
-                mask, conf = self._fuse_seg(probs, idx, rows, ref_hw, mode)
-            dets = self._fuse_det(out.get('det'), idx, rows, mode)
-            results.append(Prediction(mask, conf, dets, mode, note))
+            b, s, lab = host[len(seg) + 3 * i: len(seg) + 3 * i + 3]
+            names = [self.det_classes[k] if k < len(self.det_classes or []) else str(k)
+                     for k in lab.tolist()]
+            dets_i = Detections(b.astype(np.float32), lab.astype(np.int64),
+                                s.astype(np.float32), names)
+            results.append(Prediction(masks[i], confs[i], dets_i, mode, note))
         return results
 
-    def _fuse_seg(self, probs: torch.Tensor, idx: list[int], rows: list, ref_hw: tuple,
-                  mode: str) -> tuple[np.ndarray, np.ndarray]:
-        """Average the modalities' class probabilities (thermal warped if a homography is set)."""
-        p = probs[idx[0]][None]  # (1, C, h, w)
+    def _fuse_seg(self, logits: torch.Tensor, n: int, rows: list, ref_hw: tuple,
+                  mode: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """Average the modalities' class probabilities (thermal warped if a homography is set).
+
+        Args:
+            logits: (B, C, h, w) seg logits; rows [0, n) the first modality, [n, 2n) thermal
+                in fused mode.
+            n: pairs (or single images) in the batch.
+            rows: per batch row ((H, W) original size, is thermal).
+            ref_hw: (H, W) of the output frame.
+            mode: rgb | thermal | fused.
+
+        Returns:
+            masks (n, H, W) uint8 (int32 beyond 254 classes) and confidences (n, H, W) float32,
+            on the device, H x W = ``ref_hw``.
+        """
+        probs = logits.float().softmax(1)  # (B, C, h, w)
+        p = probs[:n]  # (n, C, h, w)
         if mode == 'fused':
-            p_t = probs[idx[1]][None]
+            p_t = probs[n: 2 * n]
             if self._h is not None:
-                grid, valid = self._grid(rows[idx[0]][0], rows[idx[1]][0])
+                grid, valid = self._grid(rows[0][0], rows[n][0])
                 p_t = torch.where(valid, warp(p_t, grid), p)  # outside the thermal view: RGB only
             p = 0.5 * (p + p_t)
         p = F.interpolate(p, size=tuple(ref_hw), mode='bilinear', align_corners=False)
-        conf, mask = p[0].max(0)  # (H, W) each
-        mask_dtype = np.uint8 if p.shape[1] <= 254 else np.uint16  # 255 / 65535: unlabeled
-        return mask.cpu().numpy().astype(mask_dtype), conf.cpu().numpy()
+        conf, mask = p.max(1)  # (n, H, W) each
+        return mask.to(torch.uint8 if p.shape[1] <= 254 else torch.int32), conf
 
     def _grid(self, rgb_hw: tuple, thermal_hw: tuple) -> tuple[torch.Tensor, torch.Tensor]:
         """Cached model-input-resolution grid pulling thermal probabilities into the RGB frame."""
@@ -213,12 +259,15 @@ class Predictor:
             self._grids[key] = warp_grid(dst_to_src, (h, w), (h, w), self.device)
         return self._grids[key]
 
-    def _fuse_det(self, det: list | None, idx: list[int], rows: list, mode: str) -> Detections:
-        """Boxes to original pixels (thermal through the homography), merged by class-wise NMS."""
-        names = self.det_classes or []
+    def _fuse_det(self, det: list | None, idx: list[int], rows: list,
+                  mode: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Boxes to original pixels (thermal through the homography), merged by class-wise NMS.
+
+        Returns:
+            boxes (K, 4) float32 xyxy, scores (K,) float32, labels (K,) int64, on the device.
+        """
         if det is None:
-            return Detections(np.zeros((0, 4), np.float32), np.zeros(0, np.int64),
-                              np.zeros(0, np.float32), [])
+            return torch.zeros(0, 4), torch.zeros(0), torch.zeros(0, dtype=torch.int64)
         h, w = self.input_size
         boxes, scores, labels = [], [], []
         for j in idx:
@@ -235,6 +284,12 @@ class Predictor:
         keep = s >= self.config.score_threshold
         b, s, lab = b[keep], s[keep], lab[keep]
         keep = batched_nms(b, s, lab, self.config.nms_iou)[: self.config.max_detections]
-        b, s, lab = b[keep].cpu().numpy(), s[keep].cpu().numpy(), lab[keep].cpu().numpy()
-        return Detections(b.astype(np.float32), lab.astype(np.int64), s.astype(np.float32),
-                          [names[k] if k < len(names) else str(k) for k in lab.tolist()])
+        return b[keep], s[keep], lab[keep]
+
+
+def _to_host(tensors: list[torch.Tensor]) -> list[np.ndarray]:
+    """Numpy copies of device tensors: asynchronous copies, then ONE wait (no per-item sync)."""
+    copies = [t.to('cpu', non_blocking=True) for t in tensors]
+    if any(t.is_cuda for t in tensors):
+        torch.cuda.current_stream().synchronize()
+    return [c.numpy() for c in copies]

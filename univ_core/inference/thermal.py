@@ -23,11 +23,13 @@ class ThermalNorm:
 
     def __post_init__(self) -> None:
         if self.mode not in ('percentile', 'fixed'):
-            raise ValueError(f"thermal_norm.mode: expected 'percentile' or 'fixed', got {self.mode!r}")
+            raise ValueError(
+                f"thermal_norm.mode: expected 'percentile' or 'fixed', got {self.mode!r}")
         if self.mode == 'fixed' and not self.high > self.low:
             raise ValueError(f'thermal_norm: high ({self.high}) must exceed low ({self.low})')
         if not 0 <= self.p_low < self.p_high <= 100:
-            raise ValueError(f'thermal_norm: need 0 <= p_low < p_high <= 100, got {self.p_low}, {self.p_high}')
+            raise ValueError(f'thermal_norm: need 0 <= p_low < p_high <= 100, got '
+                             f'{self.p_low}, {self.p_high}')
 
     def apply(self, thermal: torch.Tensor, is_uint8: bool) -> torch.Tensor:
         """Args: thermal (B, H, W) float32 raw values. Returns (B, H, W) float32 in [0, 1]."""

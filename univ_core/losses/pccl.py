@@ -46,7 +46,9 @@ class PCCLLoss(nn.Module):
     def forward(
         self, student_tokens: torch.Tensor, teacher_tokens: torch.Tensor, labels: torch.Tensor
     ) -> torch.Tensor:
-        """Args:
+        """Loss of student tokens against teacher tokens.
+
+        Args:
             student_tokens: (B, N, D) student patch tokens (IR, or RGB for distillation).
             teacher_tokens: (B, N, D) frozen teacher RGB patch tokens.
             labels: (B, N, N) 0/1 from :func:`attention_positives`.

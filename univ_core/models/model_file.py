@@ -1,4 +1,4 @@
-"""One UNIV model file: backbone + heads in a safetensors file, with a JSON spec in its metadata."""
+"""One UNIV model file: backbone + heads in safetensors, with a JSON spec in its metadata."""
 
 import json
 from dataclasses import asdict, dataclass, field
@@ -63,7 +63,7 @@ def read_spec(path: Path) -> ModelSpec:
     except Exception as err:
         raise ValueError(f'{path}: not a safetensors file ({err})') from err
     if SPEC_KEY not in meta:
-        raise ValueError(f'{path}: a safetensors file without a UNIV model spec (a bare backbone?)')
+        raise ValueError(f'{path}: safetensors without a UNIV model spec (a bare backbone?)')
     return ModelSpec(**json.loads(meta[SPEC_KEY]))
 
 

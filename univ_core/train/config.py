@@ -39,7 +39,7 @@ def from_dict(cls: type[T], data: dict[str, Any], where: str = 'config') -> T:
 
 
 def load_config(cls: type[T], path: Path | None, overrides: list[str] = ()) -> T:
-    """Read YAML ``path`` (optional) into ``cls``, then apply ``a.b=value`` overrides (YAML-typed)."""
+    """Read YAML ``path`` (optional) into ``cls``, then apply ``a.b=value`` overrides."""
     data: dict[str, Any] = {}
     if path is not None:
         path = Path(path)

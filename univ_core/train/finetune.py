@@ -173,9 +173,10 @@ def finetune(cfg: FinetuneConfig, resume: bool = False, quiet: bool = False) -> 
                         'optimizer': optimizer.state_dict()})
         bar.close()
     path = save_model(out / 'model.safetensors', model.eval(), spec)
-    write_json(out / 'summary.json', {'model': str(path), 'steps': step, 'images': len(samples),
-                                      'classes': names, 'final_loss': row['loss'] if total else None,
-                                      'seconds': round(time.perf_counter() - t0, 1)})
+    write_json(out / 'summary.json', {
+        'model': str(path), 'steps': step, 'images': len(samples), 'classes': names,
+        'final_loss': row['loss'] if total else None,
+        'seconds': round(time.perf_counter() - t0, 1)})
     return path
 
 
@@ -193,7 +194,7 @@ def ensure_default_model(quiet: bool = False) -> Path:
         raise FileNotFoundError(
             f'the default model is trained on msrs_mini, not found at {root}: set UNIV_DATA to '
             'the folder holding msrs_mini/, or pass a model file (univ finetune writes one)')
-    cfg = FinetuneConfig(data=Split(root=str(root), format='msrs_det'),
+    cfg = FinetuneConfig(data=Split(root=str(root), format='msrs_det'), epochs=12,
                          out_dir=str(path.parent / 'default_model_run'))
     trained = finetune(cfg, quiet=quiet)
     trained.replace(path)

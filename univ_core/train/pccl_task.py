@@ -44,7 +44,8 @@ def pccl_losses(
     rgb_tokens, ir_tokens = tokens.chunk(2, dim=0)  # (B, N, D) each
     loss_ir = loss_fn(ir_tokens, teacher_tokens, labels)
     loss_rgb = loss_fn(rgb_tokens, teacher_tokens, labels)
-    loss_anchor = 1 - F.cosine_similarity(rgb_tokens.float(), teacher_tokens.float(), dim=-1).mean()
+    cosine = F.cosine_similarity(rgb_tokens.float(), teacher_tokens.float(), dim=-1)  # (B, N)
+    loss_anchor = 1 - cosine.mean()
     return {
         'loss': ir_weight * loss_ir + rgb_weight * loss_rgb + anchor_weight * loss_anchor,
         'loss_ir': loss_ir.detach(),

@@ -180,7 +180,8 @@ def train(cfg: PretrainConfig, base: Path = Path('.'), resume: bool = False):
     optimizer = torch.optim.AdamW(params, lr=cfg.lr)
     per_epoch = len(batches_for_epoch(len(dataset), cfg.batch_size, 0, cfg.seed, rank, world))
     if per_epoch == 0:
-        raise ValueError(f'{len(dataset)} training pairs < batch_size x world ({cfg.batch_size} x {world})')
+        raise ValueError(f'{len(dataset)} training pairs < batch_size x world '
+                         f'({cfg.batch_size} x {world})')
     total = cfg.epochs * per_epoch
     lrs = cosine_schedule(cfg.lr * cfg.batch_size * world / 256, cfg.min_lr, total,
                           cfg.warmup_epochs * per_epoch)

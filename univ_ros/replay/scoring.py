@@ -22,6 +22,7 @@ from univ_ros.conversions import image_to_numpy
 from univ_ros.replay import topics as T
 from univ_ros.replay.bagio import stamp_ns
 
+
 def boxes_from_msg(msg: Any) -> tuple[np.ndarray, list[str], np.ndarray]:
     """Detection2DArray -> (K, 4) float32 xyxy pixels, K class names, (K,) float32 scores."""
     boxes, names, scores = [], [], []

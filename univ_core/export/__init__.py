@@ -1,0 +1,1 @@
+"""Export: ONNX graphs (backbone + heads) and merged-LoRA backbones (``univ export``)."""

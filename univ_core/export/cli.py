@@ -1,0 +1,56 @@
+"""``univ export``: a model file to ONNX, or a pre-training run's LoRA merged to safetensors.
+
+Examples::
+
+    univ export --model model.safetensors --format onnx --out univ.onnx --input-size 518 644
+    univ export --format safetensors --from-pretrain runs/pretrain --out univ_backbone.safetensors
+
+TensorRT: build the engine ON the vehicle from the .onnx (the command is printed after export;
+see :mod:`univ_core.export.onnx`). The build takes minutes: log it, never do it at node start.
+"""
+
+import argparse
+from pathlib import Path
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """CLI flags of ``univ export``."""
+    parser.add_argument('--format', choices=('onnx', 'safetensors'), required=True,
+                        help='onnx: backbone + heads graph; safetensors: merged LoRA backbone')
+    parser.add_argument('--out', type=Path, required=True, help='file to write (atomically)')
+    parser.add_argument('--model', default='',
+                        help="onnx: UNIV model file ('' = the default model)")
+    parser.add_argument('--input-size', type=int, nargs=2, metavar=('H', 'W'),
+                        help="onnx: graph input size (default: the model file's)")
+    parser.add_argument('--batch', type=int, default=2,
+                        help='onnx: batch traced and verified (the batch axis stays dynamic)')
+    parser.add_argument('--opset', type=int, default=17, help='onnx: opset (17 or 18)')
+    parser.add_argument('--from-pretrain', type=Path, metavar='RUN_DIR',
+                        help='safetensors: univ pretrain output folder holding last.pt')
+    parser.add_argument('--tolerance', type=float, default=1e-3,
+                        help='largest max abs difference to PyTorch accepted')
+
+
+def main(args: argparse.Namespace) -> int:
+    """Entry point of ``univ export``."""
+    if args.format == 'safetensors':
+        from univ_core.export.merge import merge_pretrain_run
+
+        if args.from_pretrain is None:
+            raise ValueError('--format safetensors needs --from-pretrain RUN_DIR')
+        diff = merge_pretrain_run(args.from_pretrain, args.out, args.tolerance)
+        print(f'univ export: merged LoRA of {args.from_pretrain} -> {args.out} '
+              f'(merged vs unmerged max abs diff {diff:.3g})')
+        return 0
+    from univ_core.export.onnx import export_onnx, trtexec_command
+    from univ_core.models.model_file import default_model_path, load_model
+
+    model, spec = load_model(Path(args.model) if args.model else default_model_path())
+    size = tuple(args.input_size or spec.input_size)
+    diffs = export_onnx(model, spec, args.out, size, args.batch, args.opset, args.tolerance)
+    print(f'univ export: {args.out} (input {args.batch}x3x{size[0]}x{size[1]}, batch dynamic)')
+    for name, diff in diffs.items():
+        print(f'  onnxruntime vs PyTorch max abs diff  {name:16s} {diff:.3g}')
+    print('TensorRT (on the vehicle; SLOW, minutes: keep the log):\n  '
+          + trtexec_command(args.out, size, args.batch))
+    return 0
