@@ -11,7 +11,7 @@ from toy import TOY, TOY_ARCH, toy_backbone, write_toy_model
 
 from univ_core.export import cli
 from univ_core.export.onnx import MatrixAvgPool, export_onnx
-from univ_core.inference import Predictor, PredictorConfig
+from univ_core.inference import Predictor, PredictorConfig, load_predictor
 from univ_core.inference.onnx_backend import OnnxPerceptionModel, load_onnx_predictor
 from univ_core.models.model_file import load_model
 
@@ -78,7 +78,7 @@ def test_predictor_onnxruntime_equals_torch_on_a_pair(exported):
     settings = dict(device='cpu', score_threshold=SCORE)
     torch_predictor = Predictor(copy.deepcopy(model), spec.seg_classes, spec.det_classes,
                                 spec.input_size, PredictorConfig(**settings))
-    onnx_predictor = load_onnx_predictor(
+    onnx_predictor = load_predictor(
         PredictorConfig(model=str(path), backend='onnxruntime', **settings))
     in_memory = Predictor(copy.deepcopy(model), spec.seg_classes, spec.det_classes,
                           spec.input_size, PredictorConfig(backend='onnxruntime', **settings))

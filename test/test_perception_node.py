@@ -2,8 +2,7 @@
 
 The node runs in a subprocess (test/node_harness.py) on a tiny random UNIV model; this process
 publishes MSRS pairs as two cameras (best-effort, 30 Hz) and listens to every output. conftest
-puts the session on a random, localhost-only domain. The load test runs 20 s (the issue asks
-60 s; 20 s keeps the whole file near two minutes on two CPU cores).
+puts the session on a random, localhost-only domain. The load test runs 60 s, as the issue asks.
 """
 
 import contextlib
@@ -31,7 +30,7 @@ from toy import MFNET_CLASSES, MSRS_DET_CLASSES, write_toy_model
 from univ_ros.conversions import stamp_seconds
 from univ_ros.params import CLASS_SPECS, PARAM_SPECS
 
-LOAD_SECONDS = 20.0
+LOAD_SECONDS = 60.0  # as the issue asks
 WIDTH, HEIGHT = 320, 240  # the MSRS pairs halved (see perception_rig.load_pairs)
 FRAME = 1.0 / 30.0
 

@@ -61,6 +61,8 @@ PARAM_SPECS: tuple[ParamSpec, ...] = (
     ParamSpec('model', '', "UNIV model file (univ finetune / export); '' = the default model"),
     ParamSpec('device', 'auto', 'auto | cpu | cuda | cuda:N'),
     ParamSpec('precision', 'fp32', 'fp32 | bf16 | fp16 (CUDA autocast; CPU runs fp32 or bf16)'),
+    ParamSpec('backend', 'torch', 'torch | onnxruntime (an .onnx model from univ export, or '
+              'the model file exported in memory at start)'),
     ParamSpec('input_size', Parameter.Type.INTEGER_ARRAY,
               "model input [H, W] (multiples of the patch size); unset = the model file's"),
     ParamSpec('score_threshold', 0.3, 'detections scoring below are dropped',
@@ -114,6 +116,7 @@ class NodeParams:
     model: str = ''  # model file; '' = default model
     device: str = 'auto'  # torch device
     precision: str = 'fp32'  # fp32 | bf16 | fp16
+    backend: str = 'torch'  # torch | onnxruntime
     input_size: tuple[int, int] | None = None  # model input (H, W); None = the model's
     score_threshold: float = 0.3  # detection score floor
     nms_iou: float = 0.5  # NMS IoU
@@ -194,6 +197,7 @@ def declare_node_params(node: Node) -> NodeParams:
         model=v['model'],
         device=v['device'],
         precision=v['precision'],
+        backend=v['backend'],
         input_size=None if v['input_size'] is None else tuple(v['input_size']),
         score_threshold=v['score_threshold'],
         nms_iou=v['nms_iou'],
@@ -211,6 +215,7 @@ def predictor_config(params: NodeParams) -> PredictorConfig:
         model=params.model,
         device=params.device,
         precision=params.precision,
+        backend=params.backend,
         input_size=params.input_size,
         score_threshold=params.score_threshold,
         nms_iou=params.nms_iou,

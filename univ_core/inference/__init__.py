@@ -10,8 +10,16 @@ __all__ = ['Detections', 'Prediction', 'Predictor', 'PredictorConfig', 'ThermalN
 
 
 def load_predictor(config: PredictorConfig) -> Predictor:
-    """A Predictor for the model file ``config.model`` ('' = the default model)."""
+    """A Predictor for the model file ``config.model`` ('' = the default model).
+
+    A ``.onnx`` file (``univ export``) runs on onnxruntime (``config.backend='onnxruntime'``).
+    """
     from univ_core.models.model_file import default_model_path, load_model
+
+    if config.model.endswith('.onnx'):
+        from univ_core.inference.onnx_backend import load_onnx_predictor
+
+        return load_onnx_predictor(config)
 
     model, spec = load_model(Path(config.model) if config.model else default_model_path())
     return Predictor(model, spec.seg_classes, spec.det_classes, spec.input_size, config,
