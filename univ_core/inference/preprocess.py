@@ -28,6 +28,7 @@ class Preprocessor:
         as_dev = {'device': device, 'dtype': torch.float32}
         self._rgb_mean = torch.tensor(RGB_MEAN, **as_dev).view(1, 3, 1, 1) * 255.0
         self._rgb_std = torch.tensor(RGB_STD, **as_dev).view(1, 3, 1, 1) * 255.0
+        self._quantiles = thermal_norm.quantiles(device)
 
     def resize(self, images: torch.Tensor) -> torch.Tensor:
         """(B, C, H, W) float32 -> (B, C, h, w) at the model input size."""
@@ -46,7 +47,7 @@ class Preprocessor:
         """N (H, W) uint8/uint16/float of one size -> (N, 3, h, w) float32, IR-normalised."""
         raw = np.stack(thermals)
         x = torch.from_numpy(raw).to(self.device, non_blocking=True).float()  # (N, H, W)
-        x = self.thermal_norm.apply(x, is_uint8=raw.dtype == np.uint8)
+        x = self.thermal_norm.apply(x, raw.dtype == np.uint8, self._quantiles)
         x = self.resize(x[:, None])  # (N, 1, h, w)
         return ((x - IR_MEAN) / IR_STD).expand(-1, 3, -1, -1)  # one channel replicated to 3
 

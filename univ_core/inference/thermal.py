@@ -31,13 +31,27 @@ class ThermalNorm:
             raise ValueError(f'thermal_norm: need 0 <= p_low < p_high <= 100, got '
                              f'{self.p_low}, {self.p_high}')
 
-    def apply(self, thermal: torch.Tensor, is_uint8: bool) -> torch.Tensor:
-        """Args: thermal (B, H, W) float32 raw values. Returns (B, H, W) float32 in [0, 1]."""
+    def quantiles(self, device: torch.device) -> torch.Tensor:
+        """(2,) float32 [p_low, p_high] / 100 on ``device`` (build once, pass to :meth:`apply`)."""
+        return torch.tensor([self.p_low / 100.0, self.p_high / 100.0], device=device)
+
+    def apply(self, thermal: torch.Tensor, is_uint8: bool,
+              quantiles: torch.Tensor | None = None) -> torch.Tensor:
+        """Map raw thermal values to [0, 1].
+
+        Args:
+            thermal: (B, H, W) float32 raw values.
+            is_uint8: the values came from 8-bit images (divided by 255).
+            quantiles: :meth:`quantiles` on the device, to avoid building it per frame.
+
+        Returns:
+            (B, H, W) float32 in [0, 1].
+        """
         if is_uint8:
             return thermal / 255.0
         if self.mode == 'fixed':
             return ((thermal - self.low) / (self.high - self.low)).clamp(0.0, 1.0)
         sample = thermal[:, ::4, ::4].flatten(1)  # (B, h*w/16): percentiles of a subgrid
-        q = torch.tensor([self.p_low / 100.0, self.p_high / 100.0], device=thermal.device)
+        q = self.quantiles(thermal.device) if quantiles is None else quantiles
         lo, hi = torch.quantile(sample, q, dim=1)[:, :, None, None]  # (2, B, 1, 1) -> 2 x (B,1,1)
         return ((thermal - lo) / (hi - lo).clamp_min(1e-6)).clamp(0.0, 1.0)
