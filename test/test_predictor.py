@@ -2,8 +2,8 @@
 
 import numpy as np
 import pytest
-
 from toy import MFNET_CLASSES, MSRS_DET_CLASSES, write_toy_model
+
 from univ_core.inference import PredictorConfig, ThermalNorm, load_predictor
 
 
