@@ -15,7 +15,6 @@ usage: python bench/bench_ros.py [--seconds 5] [--model-seconds 15] [--input-siz
 import argparse
 import os
 import random
-import signal
 import subprocess
 import sys
 import threading
@@ -23,6 +22,8 @@ import time
 from pathlib import Path
 
 from common import camera_pair, print_header, save_json, stats_ms, table
+
+from univ_ros.replay.publisher import stop_node
 
 PEER = Path(__file__).with_name('ros_peer.py')
 NS = '/univ_bench'
@@ -128,12 +129,7 @@ def run_case(cameras: Cameras, peer_args: list[str], outputs: tuple[str, ...], s
             stamps = cameras.stream(seconds)
             time.sleep(settle)
         finally:
-            peer.send_signal(signal.SIGINT)
-            try:
-                peer.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                peer.kill()
-                peer.wait()
+            stop_node(peer)
     lat = cameras.latencies(stamps, outputs)
     if not lat:
         raise RuntimeError(f'peer {peer_args}: no complete outputs; see {log}')

@@ -110,6 +110,10 @@ class Predictor:
         self._h = (None if self.config.homography is None else
                    as_homography(self.config.homography))
         self._grids: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
+        # Per-frame constants made once: the homography and the box scale per image size.
+        self._h_device = (None if self._h is None else
+                          torch.as_tensor(self._h, dtype=torch.float32, device=self.device))
+        self._box_scales: dict[tuple[int, int], torch.Tensor] = {}
 
     # ---------------------------------------------------------------- public API
     def predict(self, rgb: np.ndarray | None = None, thermal: np.ndarray | None = None,
@@ -272,11 +276,12 @@ class Predictor:
         boxes, scores, labels = [], [], []
         for j in idx:
             (oh, ow), is_thermal = rows[j]
-            scale = torch.tensor([ow / w, oh / h, ow / w, oh / h], device=det[j]['boxes'].device)
-            b = det[j]['boxes'].float() * scale
-            if is_thermal and mode == 'fused' and self._h is not None:
-                b = transform_boxes(b, torch.as_tensor(self._h, dtype=torch.float32,
-                                                       device=b.device))
+            if (oh, ow) not in self._box_scales:
+                self._box_scales[(oh, ow)] = torch.tensor(
+                    [ow / w, oh / h, ow / w, oh / h], device=det[j]['boxes'].device)
+            b = det[j]['boxes'].float() * self._box_scales[(oh, ow)]  # input px -> image px
+            if is_thermal and mode == 'fused' and self._h_device is not None:
+                b = transform_boxes(b, self._h_device.to(b.device))
             boxes.append(b)
             scores.append(det[j]['scores'].float())
             labels.append(det[j]['labels'])
