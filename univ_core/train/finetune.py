@@ -79,10 +79,11 @@ def param_groups(model: torch.nn.Module, cfg: FinetuneConfig) -> list[dict]:
             for s, ps in groups.items()]
 
 
-def training_samples(model, data, cfg: FinetuneConfig, prep: Preprocessor, device) -> list:
+def training_samples(model, data, cfg: FinetuneConfig, prep: Preprocessor, device,
+                     quiet: bool = False) -> list:
     """(input or cached backbone maps, targets) for every training image of the modality."""
     samples = []
-    for index in tqdm(range(len(data)), desc='prepare', unit='pair', leave=False):
+    for index in tqdm(range(len(data)), desc='prepare', unit='pair', leave=False, disable=quiet):
         sample = data[index]
         for modality in MODALITIES[cfg.modality]:
             x, targets = model_inputs(sample, modality, prep)
@@ -126,7 +127,7 @@ def finetune(cfg: FinetuneConfig, resume: bool = False, quiet: bool = False) -> 
     if cfg.freeze_backbone:
         model.freeze_backbone()
     prep = Preprocessor(cfg.input_size, ThermalNorm(), device)
-    samples = training_samples(model, train_data, cfg, prep, device)
+    samples = training_samples(model, train_data, cfg, prep, device, quiet)
     optimizer = torch.optim.AdamW(param_groups(model, cfg), lr=cfg.lr)
     per_epoch = max(len(samples) // cfg.batch_size, 1)
     total = cfg.epochs * per_epoch

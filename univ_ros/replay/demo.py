@@ -52,11 +52,11 @@ def find_demo_data(explicit: Path | None) -> tuple[Path, str]:
     raise FileNotFoundError(NO_DATA.format(where=', '.join(looked[:3]) + ', ...'))
 
 
-def default_model() -> Path:
+def default_model(quiet: bool = False) -> Path:
     """The default model file (trained on msrs_mini on first use, then cached)."""
     from univ_core.train.finetune import ensure_default_model
 
-    return ensure_default_model()
+    return ensure_default_model(quiet=quiet)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -80,7 +80,7 @@ def main(args: argparse.Namespace) -> int:
 
     root, fmt = find_demo_data(args.data)
     print(f'data: {root} ({fmt})', file=sys.stdout)
-    model = args.model if args.model is not None else default_model()
+    model = args.model if args.model is not None else default_model(args.quiet)
     predictor = load_predictor(PredictorConfig(model=str(model)))
     source = open_samples(root, fmt, args.split, args.limit)
     progress = not args.quiet
