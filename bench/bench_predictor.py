@@ -3,8 +3,9 @@
 Default architecture (ViT-S/14 'default' weights, UPerNet 9 classes + FCOS 3 classes, 64
 channels, random heads). Baseline: eager fp32, the two modalities in two forwards. Variants:
 one batched forward (torch), and with --variants: onnxruntime (same preprocessing and
-post-processing), channels-last, bf16/fp16 autocast, torch.compile (its warm-up is reported:
-minutes on a CPU).
+post-processing), onnxruntime with int8 MatMuls (CPU), channels-last, bf16/fp16 autocast,
+torch.compile (its warm-up is reported: minutes on a CPU). Reduced-precision rows (bf16, fp16,
+int8) are not expected to equal the baseline: their table columns say by how much they differ.
 
 usage: python bench/bench_predictor.py [--input-size 336 420] [--runs 30] [--json out.json]
 """
@@ -32,6 +33,8 @@ from univ_core.inference import Predictor, PredictorConfig
 # --variants name -> (row label, PredictorConfig overrides); the baseline and torch fp32 always run
 EXTRA = {
     'onnxruntime': ('onnxruntime fp32 (batched)', {'backend': 'onnxruntime'}),
+    'int8': ('onnxruntime int8 MatMuls (batched, CPU)',
+             {'backend': 'onnxruntime', 'precision': 'int8'}),
     'channels_last': ('torch fp32 channels-last (batched)', {'channels_last': True}),
     'bf16': ('torch bf16 autocast (batched)', {'precision': 'bf16'}),
     'fp16': ('torch fp16 autocast (batched, CUDA)', {'precision': 'fp16'}),
@@ -95,7 +98,9 @@ def main() -> int:
                      d['mask_pixels_differing'], d['box_rel_err'], d['boxes']])
     print(f'model input {args.input_size[0]}x{args.input_size[1]} (from 512x640 camera images), '
           f'device {args.device}, {args.runs} interleaved runs after {args.warmup} warm-up\n')
-    print(table(['variant', 'p50 ms', 'p95 ms', 'speed-up (p50)', 'mask px != baseline',
+    pixels = args.camera_hw[0] * args.camera_hw[1]
+    print(table(['variant', 'p50 ms', 'p95 ms', 'speed-up (p50)',
+                 f'mask px != baseline (of {pixels:,})',
                  'box rel err', 'boxes'], rows))
     print()
     for name, seconds in setup.items():

@@ -1,6 +1,7 @@
 """ONNX export round trip on a toy model; Predictor backends agree; LoRA merge export."""
 
 import argparse
+import collections
 import copy
 
 import numpy as np
@@ -12,7 +13,11 @@ from toy import TOY, TOY_ARCH, toy_backbone, write_toy_model
 from univ_core.export import cli
 from univ_core.export.onnx import MatrixAvgPool, export_onnx
 from univ_core.inference import Predictor, PredictorConfig, load_predictor
-from univ_core.inference.onnx_backend import OnnxPerceptionModel, load_onnx_predictor
+from univ_core.inference.onnx_backend import (
+    OnnxPerceptionModel,
+    load_onnx_predictor,
+    quantize_int8,
+)
 from univ_core.models.model_file import load_model
 
 SCORE = 0.05  # random FCOS heads score about 0.07 (prior 0.01): keep some boxes
@@ -87,6 +92,33 @@ def test_predictor_onnxruntime_equals_torch_on_a_pair(exported):
     assert want.mask.dtype == np.uint8 and want.mask.shape == (48, 64)
     assert_same_prediction(onnx_predictor.predict(rgb, thermal, 'fused'), want)
     assert_same_prediction(in_memory.predict(rgb, thermal, 'fused'), want)
+
+
+def test_int8_predictor_quantises_matmuls_and_stays_close_to_fp32(exported):
+    import onnx
+
+    _, _, path, _ = exported
+    def op_counts(graph: bytes) -> collections.Counter:
+        return collections.Counter(n.op_type for n in onnx.load_from_string(graph).graph.node)
+
+    before, after = op_counts(path.read_bytes()), op_counts(quantize_int8(path.read_bytes()))
+    # The transformer's weight MatMuls become int8; attention's activation x activation ones
+    # (and pooling matrices applied from the left) stay fp32.
+    assert after['MatMulInteger'] >= 8
+    assert after['MatMul'] == before['MatMul'] - after['MatMulInteger']
+    settings = dict(device='cpu', score_threshold=SCORE)
+    fp32 = load_predictor(PredictorConfig(model=str(path), backend='onnxruntime', **settings))
+    int8 = load_predictor(PredictorConfig(model=str(path), backend='onnxruntime',
+                                          precision='int8', **settings))
+    rgb, thermal = small_pair()
+    want, got = fp32.predict(rgb, thermal), int8.predict(rgb, thermal)
+    assert got.mask.shape == want.mask.shape and got.mask.dtype == want.mask.dtype
+    assert (got.mask == want.mask).mean() > 0.9  # int8 is close, not equal
+    assert not np.array_equal(got.confidence, want.confidence)  # it really ran quantised
+    with pytest.raises(ValueError, match='int8'):
+        PredictorConfig(precision='int8')  # torch backend
+    with pytest.raises(ValueError, match='int8'):
+        PredictorConfig(backend='onnxruntime', precision='int8', device='cuda')
 
 
 def test_batched_prediction_equals_one_pair_at_a_time(exported):

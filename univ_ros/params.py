@@ -60,7 +60,8 @@ PARAM_SPECS: tuple[ParamSpec, ...] = (
               bounds=(1, 100)),
     ParamSpec('model', '', "UNIV model file (univ finetune / export); '' = the default model"),
     ParamSpec('device', 'auto', 'auto | cpu | cuda | cuda:N'),
-    ParamSpec('precision', 'fp32', 'fp32 | bf16 | fp16 (CUDA autocast; CPU runs fp32 or bf16)'),
+    ParamSpec('precision', 'fp32',
+              'fp32 | bf16 | fp16 (torch autocast) | int8 (backend onnxruntime, CPU)'),
     ParamSpec('backend', 'torch', 'torch | onnxruntime (an .onnx model from univ export, or '
               'the model file exported in memory at start)'),
     ParamSpec('input_size', Parameter.Type.INTEGER_ARRAY,
@@ -115,7 +116,7 @@ class NodeParams:
     qos_depth: int = 5  # input history depth
     model: str = ''  # model file; '' = default model
     device: str = 'auto'  # torch device
-    precision: str = 'fp32'  # fp32 | bf16 | fp16
+    precision: str = 'fp32'  # fp32 | bf16 | fp16 | int8
     backend: str = 'torch'  # torch | onnxruntime
     input_size: tuple[int, int] | None = None  # model input (H, W); None = the model's
     score_threshold: float = 0.3  # detection score floor

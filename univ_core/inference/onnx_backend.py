@@ -95,13 +95,16 @@ class OnnxPerceptionModel(nn.Module):
     Args:
         source: an .onnx file from ``univ export`` or its bytes.
         device: where outputs are returned (and which execution provider runs the graph).
+        int8: run :func:`quantize_int8` of the graph (CPU only; outputs differ slightly).
     """
 
-    def __init__(self, source: bytes | Path, device: torch.device | str = 'cpu') -> None:
+    def __init__(self, source: bytes | Path, device: torch.device | str = 'cpu',
+                 int8: bool = False) -> None:
         super().__init__()
         self.spec, self.info = read_onnx_metadata(source)
         self.source = source if isinstance(source, bytes) else str(source)
         self.device = torch.device(device)
+        self.int8 = int8
         self._session = None  # made on first use, for the device then set
 
     @property
@@ -124,7 +127,8 @@ class OnnxPerceptionModel(nn.Module):
             options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
             # No busy-waiting between ops: the node's ROS threads share the cores.
             options.add_session_config_entry('session.intra_op.allow_spinning', '0')
-            self._session = ort.InferenceSession(self.source, options,
+            graph = quantize_int8(self.source) if self.int8 else self.source
+            self._session = ort.InferenceSession(graph, options,
                                                  providers=session_providers(self.device))
         return self._session
 
@@ -154,8 +158,37 @@ class OnnxPerceptionModel(nn.Module):
         return outputs
 
 
+def quantize_int8(source: bytes | str) -> bytes:
+    """The graph with every MatMul quantised dynamically to int8 (onnxruntime).
+
+    Weights are quantised once, per output channel; activations per tensor at run time
+    (``DynamicQuantizeLinear``). The ViT's MatMuls hold almost all of its FLOPs, so this is the
+    CPU speed-up that keeps the model's structure (VNNI / AVX-512 CPUs gain most); convolutions
+    and everything else stay fp32. Outputs differ from fp32 (see bench/RESULTS.md).
+    """
+    import logging
+    import tempfile
+
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    with tempfile.TemporaryDirectory() as folder:
+        fp32, int8 = Path(folder) / 'fp32.onnx', Path(folder) / 'int8.onnx'
+        if isinstance(source, bytes):
+            fp32.write_bytes(source)
+        root = logging.getLogger()
+        level = root.level
+        root.setLevel(logging.ERROR)  # it warns on every graph that it was not pre-processed
+        try:
+            quantize_dynamic(fp32 if isinstance(source, bytes) else Path(source), int8,
+                             weight_type=QuantType.QInt8, op_types_to_quantize=['MatMul'],
+                             per_channel=True)
+        finally:
+            root.setLevel(level)
+        return int8.read_bytes()
+
+
 def as_onnx_model(model: nn.Module, input_size: tuple[int, int], device: torch.device,
-                  spec: ModelSpec | None = None) -> OnnxPerceptionModel:
+                  spec: ModelSpec | None = None, int8: bool = False) -> OnnxPerceptionModel:
     """``model`` as an onnxruntime model: kept if it is one, else exported in memory (slow).
 
     Args:
@@ -163,17 +196,20 @@ def as_onnx_model(model: nn.Module, input_size: tuple[int, int], device: torch.d
         input_size: (H, W) the Predictor feeds.
         device: the Predictor's device.
         spec: stored in the graph's metadata (None: a placeholder naming no classes).
+        int8: quantise the graph's MatMuls (:func:`quantize_int8`).
     """
     if isinstance(model, OnnxPerceptionModel):
         if model.input_size != tuple(input_size):
             raise ValueError(f'input_size {tuple(input_size)}: the ONNX graph was exported at '
                              f'{model.input_size} (re-export with --input-size)')
+        if model.int8 != int8:
+            model.int8, model._session = int8, None
         return model.to(device)
     from univ_core.export.onnx import to_onnx_bytes
 
     spec = spec or ModelSpec('unknown', ['?'], None, tuple(input_size))
     onnx_bytes, _ = to_onnx_bytes(model, spec, tuple(input_size), batch=2)
-    return OnnxPerceptionModel(onnx_bytes, device)
+    return OnnxPerceptionModel(onnx_bytes, device, int8)
 
 
 def load_onnx_predictor(config: 'PredictorConfig') -> 'Predictor':

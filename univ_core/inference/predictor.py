@@ -23,6 +23,7 @@ from univ_core.inference.validation import check_rgb, check_thermal
 
 MODES = ('rgb', 'thermal', 'fused')
 BACKENDS = ('torch', 'onnxruntime')
+PRECISIONS = ('fp32', 'bf16', 'fp16', 'int8')
 
 
 @dataclass
@@ -31,7 +32,9 @@ class PredictorConfig:
 
     model: str = ''  # UNIV model file (univ finetune); '' = the default model in the cache
     device: str = 'auto'  # auto | cpu | cuda | cuda:N
-    precision: str = 'fp32'  # fp32 | bf16 | fp16 (autocast on CUDA; CPU runs fp32 or bf16)
+    # fp32 | bf16 | fp16 (torch autocast; CPU runs fp32 or bf16) | int8 (onnxruntime on CPU:
+    # the graph's MatMuls quantised dynamically, per-channel weights; see onnx_backend)
+    precision: str = 'fp32'
     input_size: tuple[int, int] | None = None  # model input (H, W); None: the model file's
     score_threshold: float = 0.3  # detections below are dropped
     nms_iou: float = 0.5  # class-wise NMS IoU (also merges RGB + thermal boxes in fused mode)
@@ -43,13 +46,18 @@ class PredictorConfig:
     backend: str = 'torch'  # torch | onnxruntime (.onnx model file, or exported at start)
 
     def __post_init__(self) -> None:
-        if self.precision not in ('fp32', 'bf16', 'fp16'):
-            raise ValueError(f'precision: expected fp32, bf16 or fp16, got {self.precision!r}')
+        if self.precision not in PRECISIONS:
+            raise ValueError(f'precision: expected one of {PRECISIONS}, got {self.precision!r}')
         if self.backend not in BACKENDS:
             raise ValueError(f'backend: expected one of {BACKENDS}, got {self.backend!r}')
-        if self.backend == 'onnxruntime' and (self.compile or self.precision != 'fp32'):
-            raise ValueError('backend onnxruntime: runs the exported fp32 graph; compile and '
-                             'precision bf16/fp16 are torch settings (TensorRT: see univ export)')
+        if self.backend == 'onnxruntime' and (self.compile or self.precision in ('bf16', 'fp16')):
+            raise ValueError('backend onnxruntime: runs the exported graph in fp32 or int8; '
+                             'compile and precision bf16/fp16 are torch settings (TensorRT: '
+                             'see univ export)')
+        if self.precision == 'int8' and (self.backend != 'onnxruntime'
+                                         or self.device.startswith('cuda')):
+            raise ValueError('precision int8: needs backend onnxruntime on the CPU (dynamic '
+                             'int8 MatMuls); on a GPU use fp16 or a TensorRT engine')
         if not 0 <= self.score_threshold <= 1 or not 0 < self.nms_iou <= 1:
             raise ValueError('score_threshold must be in [0, 1] and nms_iou in (0, 1]')
         if isinstance(self.thermal_norm, dict):
@@ -104,8 +112,7 @@ class Predictor:
         self.input_size = tuple(self.config.input_size or input_size)
         self.seg_classes, self.det_classes = seg_classes, det_classes
         self.model = self._prepare(model)
-        self._dtype = {'fp32': None, 'bf16': torch.bfloat16, 'fp16': torch.float16}[
-            self.config.precision]
+        self._dtype = {'bf16': torch.bfloat16, 'fp16': torch.float16}.get(self.config.precision)
         self.preprocess = Preprocessor(self.input_size, self.config.thermal_norm, self.device)
         self._h = (None if self.config.homography is None else
                    as_homography(self.config.homography))
@@ -170,7 +177,8 @@ class Predictor:
         if self.config.backend == 'onnxruntime':
             from univ_core.inference.onnx_backend import as_onnx_model
 
-            return as_onnx_model(model, self.input_size, self.device).eval()
+            return as_onnx_model(model, self.input_size, self.device,
+                                 int8=self.config.precision == 'int8').eval()
         model = model.to(self.device).eval()
         if self.config.channels_last:
             model = model.to(memory_format=torch.channels_last)
