@@ -5,6 +5,7 @@ seed: `univ finetune det` head-only on msrs_mini minus held-out pairs, then `uni
 that model on the held-out pairs' IR (and RGB) images. Writes a JSON summary and prints a table.
 
     .venv/bin/python tools/transfer_protocol.py --univ runs/pretrain_cpu/univ_backbone.safetensors
+        --epochs 60 --out runs/transfer60
 """
 
 import argparse
@@ -27,7 +28,7 @@ def main() -> int:
     parser.add_argument('--univ', required=True, help='UNIV merged backbone (safetensors)')
     parser.add_argument('--seeds', type=int, nargs='+', default=[0, 1, 2])
     parser.add_argument('--holdout', type=int, default=8)
-    parser.add_argument('--epochs', type=int, default=30)
+    parser.add_argument('--epochs', type=int, default=60)
     parser.add_argument('--out', type=Path, default=Path('runs/transfer'))
     parser.add_argument('--score-threshold', type=float, default=0.05,
                         help='keep low-score boxes: mAP integrates over the whole PR curve')
