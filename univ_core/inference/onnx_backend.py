@@ -159,12 +159,14 @@ class OnnxPerceptionModel(nn.Module):
 
 
 def quantize_int8(source: bytes | str) -> bytes:
-    """The graph with every MatMul quantised dynamically to int8 (onnxruntime).
+    """The graph with its weight MatMuls quantised dynamically to int8 (onnxruntime).
 
     Weights are quantised once, per output channel; activations per tensor at run time
-    (``DynamicQuantizeLinear``). The ViT's MatMuls hold almost all of its FLOPs, so this is the
-    CPU speed-up that keeps the model's structure (VNNI / AVX-512 CPUs gain most); convolutions
-    and everything else stay fp32. Outputs differ from fp32 (see bench/RESULTS.md).
+    (``DynamicQuantizeLinear``). The ViT's linear layers hold most of its FLOPs, so this is the
+    CPU speed-up that keeps the model's structure (VNNI / AVX-512 CPUs gain most). Attention's
+    activation x activation MatMuls stay fp32 (int8 there flipped a third of the mask pixels
+    for no speed), and so do convolutions (int8 ones ran slower). Outputs differ from fp32
+    (see bench/RESULTS.md).
     """
     import logging
     import tempfile
