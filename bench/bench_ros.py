@@ -96,10 +96,11 @@ class Cameras:
 
     def latencies(self, stamps, outputs: tuple[str, ...]) -> list[float]:
         """Seconds from stamp to the last of ``outputs`` for each pair that got all of them."""
+        sent = set(stamps)
         with self.lock:
             done = [(k, v) for k, v in self.arrivals.items() if all(o in v for o in outputs)]
         return [max(v[o] for o in outputs) - (k[0] + k[1] * 1e-9) for k, v in done
-                if k in set(stamps)]
+                if k in sent]
 
     def close(self) -> None:
         import rclpy

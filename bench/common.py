@@ -21,10 +21,10 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # run as `python bench/bench_x.py` from anywhere
     sys.path.insert(0, str(REPO))
 
-SEG_CLASSES = ['unlabeled', 'car', 'person', 'bike', 'curve', 'car_stop', 'guardrail',
-               'color_cone', 'bump']
-DET_CLASSES = ['person', 'bicycle', 'car']
-DEFAULT_ARCH = 'vit_small_patch14_dinov2'
+from univ_core.data.labelled import MFNET_CLASSES, MSRS_DET_CLASSES  # noqa: E402 (after sys.path)
+from univ_core.models.weights import DEFAULT_ARCH  # noqa: E402
+
+SEG_CLASSES, DET_CLASSES = list(MFNET_CLASSES), list(MSRS_DET_CLASSES)
 
 
 def cpu_name() -> str:

@@ -11,7 +11,6 @@ usage: python bench/ros_peer.py echo | stub | model --backend torch|onnxruntime|
 """
 
 import argparse
-import copy
 import sys
 from dataclasses import replace
 
@@ -70,8 +69,8 @@ def model_loader(backend: str, input_size: tuple[int, int]):
         model, spec = default_model(input_size)
         settings = replace(config, device='cpu', input_size=None,
                            backend='onnxruntime' if backend == 'onnxruntime' else 'torch')
-        predictor = Predictor(copy.deepcopy(model), spec.seg_classes, spec.det_classes,
-                              spec.input_size, settings)
+        predictor = Predictor(model, spec.seg_classes, spec.det_classes, spec.input_size,
+                              settings)
         if backend == 'baseline':
             predictor.predict = lambda rgb, thermal, mode='fused': baseline_predict(
                 predictor, rgb, thermal)

@@ -24,7 +24,9 @@ def detection_truth(sample: dict, modality: str) -> dict:
     """Boxes and labels of ``sample`` that score predictions of ``modality``."""
     rgb = {'boxes': sample['boxes_rgb'], 'labels': sample['labels_rgb']}
     ir = {'boxes': sample['boxes_ir'], 'labels': sample['labels_ir']}
-    return {'rgb': rgb, 'ir': ir, 'fused': fused_truth(rgb, ir)}[modality]
+    if modality == 'fused':
+        return fused_truth(rgb, ir)
+    return {'rgb': rgb, 'ir': ir}[modality]
 
 
 def evaluate(task: str, predictor, data, modalities: list[str],

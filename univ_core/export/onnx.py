@@ -184,7 +184,7 @@ def decode_info(network: OnnxNetwork, input_size: tuple[int, int]) -> DecodeInfo
 
 
 def to_onnx_bytes(model: PerceptionModel, spec: ModelSpec, input_size: tuple[int, int],
-                  batch: int = 2, opset: int = 17) -> tuple[bytes, OnnxNetwork]:
+                  batch: int = 2, opset: int = 17) -> bytes:
     """Serialised ONNX (legacy TorchScript exporter) with spec + decode info as metadata.
 
     Args:
@@ -195,7 +195,7 @@ def to_onnx_bytes(model: PerceptionModel, spec: ModelSpec, input_size: tuple[int
         opset: ONNX opset (17 or 18 suit TensorRT 8.6+ and onnxruntime).
 
     Returns:
-        (ONNX bytes, the export-ready PyTorch network they were traced from).
+        The ONNX model's bytes.
     """
     import onnx
 
@@ -216,7 +216,7 @@ def to_onnx_bytes(model: PerceptionModel, spec: ModelSpec, input_size: tuple[int
     for key, value in meta.items():
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, value
-    return proto.SerializeToString(), network
+    return proto.SerializeToString()
 
 
 def compare_with_torch(onnx_bytes: bytes, reference: nn.Module, batch: int,
@@ -262,7 +262,7 @@ def export_onnx(model: PerceptionModel, spec: ModelSpec, out: Path,
     size = tuple(input_size or spec.input_size)
     if batch < 1:
         raise ValueError(f'batch: expected >= 1, got {batch}')
-    onnx_bytes, _ = to_onnx_bytes(model, spec, size, batch, opset)
+    onnx_bytes = to_onnx_bytes(model, spec, size, batch, opset)
     reference = OnnxNetwork(copy.deepcopy(model).float().cpu().eval(), traceable=False)
     diffs = compare_with_torch(onnx_bytes, reference, batch, size)
     if max(diffs.values()) > tolerance:

@@ -9,17 +9,14 @@ post-processing (top-k, box decoding, clipping, class-wise NMS), the code the Py
 
 import json
 from pathlib import Path
-from types import SimpleNamespace
 from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from torch import nn
-from torchvision.models.detection import FCOS
-from torchvision.models.detection._utils import BoxLinearCoder
 
 from univ_core.export.onnx import INPUT_NAME, ONNX_META_KEY, DecodeInfo
-from univ_core.models.heads import point_anchors
+from univ_core.models.heads import decode_points
 from univ_core.models.model_file import SPEC_KEY, ModelSpec
 
 if TYPE_CHECKING:
@@ -28,7 +25,7 @@ if TYPE_CHECKING:
 
 def decode_fcos(raw: dict[str, torch.Tensor], info: DecodeInfo, score_thresh: float,
                 nms_iou: float, max_detections: int) -> list[dict[str, torch.Tensor]]:
-    """Detections from raw FCOS outputs, as ``FCOSDetector.predict`` computes them.
+    """Detections from the graph's raw FCOS outputs, as ``FCOSDetector.predict`` decodes them.
 
     Args:
         raw: ``cls_logits`` (B, P, K), ``bbox_regression`` (B, P, 4), ``bbox_ctrness``
@@ -36,22 +33,11 @@ def decode_fcos(raw: dict[str, torch.Tensor], info: DecodeInfo, score_thresh: fl
         info: strides, level sizes, top-k and input size of the exported graph.
         score_thresh: minimum sqrt(class probability * centre-ness).
         nms_iou: class-wise NMS IoU threshold.
-        max_detections: most boxes per image.
-
-    Returns:
-        B dicts: ``boxes`` (K, 4) float32 xyxy input px, ``scores`` (K,), ``labels`` (K,) int64.
+        max_detections: most boxes kept per image (best first).
     """
-    sizes = [tuple(s) for s in info.level_sizes]
-    per_level = [h * w for h, w in sizes]
-    device = raw['cls_logits'].device
-    anchors = point_anchors(sizes, tuple(info.strides), device).split(per_level)
-    outputs = {k: list(v.float().split(per_level, dim=1)) for k, v in raw.items()}  # per level
-    settings = SimpleNamespace(  # the attributes FCOS.postprocess_detections reads from self
-        score_thresh=score_thresh, nms_thresh=nms_iou, detections_per_img=max_detections,
-        topk_candidates=info.topk_candidates, box_coder=BoxLinearCoder(normalize_by_size=True))
-    batch = len(raw['cls_logits'])
-    return FCOS.postprocess_detections(
-        settings, outputs, [list(anchors)] * batch, [tuple(info.input_size)] * batch)
+    return decode_points(raw, [tuple(s) for s in info.level_sizes], tuple(info.strides),
+                         tuple(info.input_size), score_thresh, nms_iou, max_detections,
+                         info.topk_candidates)
 
 
 def read_onnx_metadata(source: bytes | Path) -> tuple[ModelSpec, DecodeInfo]:
@@ -190,14 +176,13 @@ def quantize_int8(source: bytes | str) -> bytes:
 
 
 def as_onnx_model(model: nn.Module, input_size: tuple[int, int], device: torch.device,
-                  spec: ModelSpec | None = None, int8: bool = False) -> OnnxPerceptionModel:
+                  int8: bool = False) -> OnnxPerceptionModel:
     """``model`` as an onnxruntime model: kept if it is one, else exported in memory (slow).
 
     Args:
         model: an :class:`OnnxPerceptionModel` or a PerceptionModel.
         input_size: (H, W) the Predictor feeds.
         device: the Predictor's device.
-        spec: stored in the graph's metadata (None: a placeholder naming no classes).
         int8: quantise the graph's MatMuls (:func:`quantize_int8`).
     """
     if isinstance(model, OnnxPerceptionModel):
@@ -209,8 +194,9 @@ def as_onnx_model(model: nn.Module, input_size: tuple[int, int], device: torch.d
         return model.to(device)
     from univ_core.export.onnx import to_onnx_bytes
 
-    spec = spec or ModelSpec('unknown', ['?'], None, tuple(input_size))
-    onnx_bytes, _ = to_onnx_bytes(model, spec, tuple(input_size), batch=2)
+    # In memory only: the Predictor holds the classes, the graph's spec is a placeholder.
+    spec = ModelSpec('unknown', ['?'], None, tuple(input_size))
+    onnx_bytes = to_onnx_bytes(model, spec, tuple(input_size), batch=2)
     return OnnxPerceptionModel(onnx_bytes, device, int8)
 
 

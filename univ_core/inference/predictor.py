@@ -24,6 +24,8 @@ from univ_core.inference.validation import check_rgb, check_thermal
 MODES = ('rgb', 'thermal', 'fused')
 BACKENDS = ('torch', 'onnxruntime')
 PRECISIONS = ('fp32', 'bf16', 'fp16', 'int8')
+INT8_NEEDS = ('precision int8: needs backend onnxruntime on the CPU (dynamic int8 MatMuls); on '
+              'a GPU use fp16 or a TensorRT engine')
 
 
 @dataclass
@@ -56,8 +58,7 @@ class PredictorConfig:
                              'see univ export)')
         if self.precision == 'int8' and (self.backend != 'onnxruntime'
                                          or self.device.startswith('cuda')):
-            raise ValueError('precision int8: needs backend onnxruntime on the CPU (dynamic '
-                             'int8 MatMuls); on a GPU use fp16 or a TensorRT engine')
+            raise ValueError(INT8_NEEDS)
         if not 0 <= self.score_threshold <= 1 or not 0 < self.nms_iou <= 1:
             raise ValueError('score_threshold must be in [0, 1] and nms_iou in (0, 1]')
         if isinstance(self.thermal_norm, dict):
@@ -177,6 +178,9 @@ class Predictor:
         if self.config.backend == 'onnxruntime':
             from univ_core.inference.onnx_backend import as_onnx_model
 
+            if self.config.precision == 'int8' and self.device.type != 'cpu':  # device 'auto'
+                raise ValueError(f'{INT8_NEEDS} (device {self.device})')
+
             return as_onnx_model(model, self.input_size, self.device,
                                  int8=self.config.precision == 'int8').eval()
         model = model.to(self.device).eval()
@@ -289,13 +293,14 @@ class Predictor:
                     [ow / w, oh / h, ow / w, oh / h], device=det[j]['boxes'].device)
             b = det[j]['boxes'].float() * self._box_scales[(oh, ow)]  # input px -> image px
             if is_thermal and mode == 'fused' and self._h_device is not None:
-                b = transform_boxes(b, self._h_device.to(b.device))
+                b = transform_boxes(b, self._h_device)
             boxes.append(b)
             scores.append(det[j]['scores'].float())
             labels.append(det[j]['labels'])
         b, s, lab = torch.cat(boxes), torch.cat(scores), torch.cat(labels)
-        keep = s >= self.config.score_threshold
-        b, s, lab = b[keep], s[keep], lab[keep]
+        if len(idx) == 1:  # the model already thresholded, NMS-ed and capped these boxes
+            return b, s, lab
+        # Two modalities: merge their boxes (IoU is unchanged by the per-axis rescaling above).
         keep = batched_nms(b, s, lab, self.config.nms_iou)[: self.config.max_detections]
         return b[keep], s[keep], lab[keep]
 

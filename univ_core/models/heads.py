@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from timm.layers import LayerNorm2d
 from torch import nn
 from torchvision.models.detection import FCOS
+from torchvision.models.detection._utils import BoxLinearCoder
 from torchvision.models.detection.fcos import FCOSHead
 
 
@@ -173,6 +174,47 @@ def point_anchors(
     return torch.cat(boxes)
 
 
+def decode_points(
+    raw: dict[str, torch.Tensor],
+    sizes: list[tuple[int, int]],
+    strides: tuple[float, ...],
+    image_size: tuple[int, int],
+    score_thresh: float,
+    nms_iou: float,
+    max_detections: int,
+    topk_candidates: int,
+) -> list[dict[str, torch.Tensor]]:
+    """Detections from FCOS head outputs (PyTorch and ONNX paths share this).
+
+    Args:
+        raw: ``cls_logits`` (B, P, K), ``bbox_regression`` (B, P, 4), ``bbox_ctrness``
+            (B, P, 1), P = sum of the levels' h * w (finest level first).
+        sizes: (h, w) of each level.
+        strides: input pixels per cell of each level.
+        image_size: (H, W) of the input tensor; boxes are clipped to it.
+        score_thresh: minimum sqrt(class probability * centre-ness).
+        nms_iou: class-wise NMS IoU threshold.
+        max_detections: most boxes kept per image (best first).
+        topk_candidates: boxes kept per level before NMS.
+
+    Returns:
+        B dicts: ``boxes`` (K, 4) float32 xyxy input px, ``scores`` (K,) float32,
+        ``labels`` (K,) int64 in [0, num_classes).
+    """
+    per_level = [h * w for h, w in sizes]
+    device = raw['cls_logits'].device
+    anchors = point_anchors(sizes, tuple(strides), device).split(per_level)
+    outputs = {k: list(v.float().split(per_level, dim=1)) for k, v in raw.items()}  # per level
+    # FCOS.postprocess_detections reads exactly these attributes of ``self``; passing them per
+    # call keeps thresholds call-time settings without mutating shared module state.
+    settings = SimpleNamespace(
+        score_thresh=score_thresh, nms_thresh=nms_iou, detections_per_img=max_detections,
+        topk_candidates=topk_candidates, box_coder=BoxLinearCoder(normalize_by_size=True))
+    batch = len(raw['cls_logits'])
+    return FCOS.postprocess_detections(
+        settings, outputs, [list(anchors)] * batch, [tuple(image_size)] * batch)
+
+
 class FCOSDetector(FCOS):
     """torchvision's FCOS on an external pyramid with input-pixel boxes and 0-based labels.
 
@@ -265,19 +307,8 @@ class FCOSDetector(FCOS):
             ``labels`` (K,) int64 in [0, num_classes).
         """
         sizes = [tuple(x.shape[-2:]) for x in features]
-        per_level = [h * w for h, w in sizes]
-        anchors = point_anchors(sizes, self.strides, features[0].device).split(per_level)
-        outputs = {  # each (B, P, n) -> per level (B, h_i * w_i, n)
-            k: list(v.float().split(per_level, dim=1)) for k, v in self.head(features).items()
-        }
-        # FCOS.postprocess_detections reads exactly these attributes of ``self``; passing them
-        # per call keeps thresholds call-time settings without mutating shared module state.
-        settings = SimpleNamespace(
-            score_thresh=score_thresh, nms_thresh=nms_iou, detections_per_img=max_detections,
-            topk_candidates=self.topk_candidates, box_coder=self.box_coder)
-        batch = len(features[0])
-        return FCOS.postprocess_detections(
-            settings, outputs, [list(anchors)] * batch, [tuple(image_size)] * batch)
+        return decode_points(self.head(features), sizes, self.strides, image_size,
+                             score_thresh, nms_iou, max_detections, self.topk_candidates)
 
     def _checked_targets(
         self, targets: list[dict[str, torch.Tensor]], batch: int, device: torch.device

@@ -1,11 +1,13 @@
 """Atomic checkpoint files: safetensors for weights, torch.save (loaded weights_only) for state."""
 
 import json
+import math
 import os
 import tempfile
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from safetensors.torch import save_file
 
@@ -46,6 +48,22 @@ def load_state(path: Path) -> dict[str, Any]:
         raise ValueError(f'{path}: not a readable UNIV checkpoint ({err})') from err
 
 
+def json_safe(value: Any) -> Any:
+    """A JSON-safe copy: NaN/inf -> None, numpy scalars -> Python, Paths -> str."""
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
 def write_json(path: Path, obj: Any) -> Path:
-    """Atomically write ``obj`` as indented JSON."""
-    return atomic_write(path, lambda tmp: tmp.write_text(json.dumps(obj, indent=2) + '\n'))
+    """Atomically write ``obj`` as strict, indented JSON: a NaN (an AP with no truth) is null."""
+    text = json.dumps(json_safe(obj), indent=2, allow_nan=False) + '\n'
+    return atomic_write(path, lambda tmp: tmp.write_text(text))

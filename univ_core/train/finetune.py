@@ -142,7 +142,7 @@ def finetune(cfg: FinetuneConfig, resume: bool = False, quiet: bool = False) -> 
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / 'config.json', to_dict(cfg))
     model.train()
-    t0 = time.perf_counter()
+    t0, final_loss = time.perf_counter(), None  # None: resumed a finished run, no new step
     with (out / 'log.jsonl').open('a') as log:
         bar = tqdm(total=total, initial=step, desc=f'finetune {cfg.task}/{cfg.modality}',
                    unit='step', disable=quiet)
@@ -167,7 +167,8 @@ def finetune(cfg: FinetuneConfig, resume: bool = False, quiet: bool = False) -> 
                        'time_s': round(time.perf_counter() - t0, 2),
                        **{k: round(v.item(), 5) for k, v in losses.items()}}
                 log.write(json.dumps(row) + '\n')
-                bar.set_postfix(loss=f'{row["loss"]:.3f}')
+                final_loss = row['loss']
+                bar.set_postfix(loss=f'{final_loss:.3f}')
                 if step % cfg.checkpoint_every == 0 or step == total:
                     save_state(out / 'last.pt', {
                         'step': step, 'model': model.state_dict(), 'rng': torch.get_rng_state(),
@@ -176,7 +177,7 @@ def finetune(cfg: FinetuneConfig, resume: bool = False, quiet: bool = False) -> 
     path = save_model(out / 'model.safetensors', model.eval(), spec)
     write_json(out / 'summary.json', {
         'model': str(path), 'steps': step, 'images': len(samples), 'classes': names,
-        'final_loss': row['loss'] if total else None,
+        'final_loss': final_loss,
         'seconds': round(time.perf_counter() - t0, 1)})
     return path
 

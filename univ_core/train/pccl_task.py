@@ -44,10 +44,14 @@ def pccl_losses(
     rgb_tokens, ir_tokens = tokens.chunk(2, dim=0)  # (B, N, D) each
     loss_ir = loss_fn(ir_tokens, teacher_tokens, labels)
     loss_rgb = loss_fn(rgb_tokens, teacher_tokens, labels)
-    cosine = F.cosine_similarity(rgb_tokens.float(), teacher_tokens.float(), dim=-1)  # (B, N)
-    loss_anchor = 1 - cosine.mean()
+    loss = ir_weight * loss_ir + rgb_weight * loss_rgb
+    with torch.set_grad_enabled(torch.is_grad_enabled() and anchor_weight != 0):  # off: log only
+        cosine = F.cosine_similarity(rgb_tokens.float(), teacher_tokens.float(), dim=-1)  # (B,N)
+        loss_anchor = 1 - cosine.mean()
+    if anchor_weight:
+        loss = loss + anchor_weight * loss_anchor
     return {
-        'loss': ir_weight * loss_ir + rgb_weight * loss_rgb + anchor_weight * loss_anchor,
+        'loss': loss,
         'loss_ir': loss_ir.detach(),
         'loss_rgb': loss_rgb.detach(),
         'loss_anchor': loss_anchor.detach(),

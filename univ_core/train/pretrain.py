@@ -130,9 +130,10 @@ def setup_distributed(device: str) -> tuple[int, int, torch.device]:
     return rank, world, torch.device(device)
 
 
-def out_of_time(t0: float, minutes: float, world: int) -> bool:
+def out_of_time(t0: float, minutes: float, world: int, device: torch.device) -> bool:
     """Whether any rank has used up ``minutes`` (all ranks get the same answer)."""
-    late = torch.tensor([float(time.perf_counter() - t0 > 60 * minutes)])
+    # On ``device``: NCCL all-reduces CUDA tensors only.
+    late = torch.tensor([float(time.perf_counter() - t0 > 60 * minutes)], device=device)
     if world > 1:
         dist.all_reduce(late, op=dist.ReduceOp.MAX)
     return bool(late.item())
@@ -241,7 +242,7 @@ def train(cfg: PretrainConfig, base: Path = Path('.'), resume: bool = False):
                 log.write(json.dumps(row) + '\n')
                 log.flush()
                 bar.set_postfix(loss=f'{row["loss"]:.4f}')
-            if cfg.max_minutes and out_of_time(t0, cfg.max_minutes, world):
+            if cfg.max_minutes and out_of_time(t0, cfg.max_minutes, world, device):
                 last = step  # every rank stops after this same step
             if rank == 0 and (step % cfg.checkpoint_every == 0 or step == last):
                 save_checkpoint(out, step, student, optimizer, scaler, cfg)

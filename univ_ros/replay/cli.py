@@ -17,9 +17,6 @@ import yaml
 from univ_ros.replay import topics as T
 from univ_ros.sync import DEFAULT_SLOP
 
-PREDICTOR_KEYS = ('model', 'device', 'precision', 'input_size', 'score_threshold', 'nms_iou',
-                  'max_detections', 'homography', 'thermal_norm')
-
 
 def read_node_params(path: Path | None) -> dict:
     """The ``ros__parameters`` of a node parameter file (config/perception.yaml layout)."""
@@ -52,9 +49,13 @@ def settings(args: argparse.Namespace) -> dict:
 
 def predictor_from(params: dict) -> object:
     """The Predictor the node would build from ``params``."""
+    import dataclasses
+
     from univ_core.inference import PredictorConfig, load_predictor
 
-    config = PredictorConfig(**{k: params[k] for k in PREDICTOR_KEYS if k in params})
+    # Every PredictorConfig field the parameter file sets (backend, precision, ...), as the node.
+    keys = {f.name for f in dataclasses.fields(PredictorConfig)}
+    config = PredictorConfig(**{k: v for k, v in params.items() if k in keys})
     return load_predictor(config)
 
 

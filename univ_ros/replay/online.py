@@ -72,7 +72,12 @@ def model_classes(model: str) -> tuple[list[str] | None, list[str] | None, np.nd
     from univ_core.models.model_file import default_model_path, read_spec
 
     try:
-        spec = read_spec(Path(model) if model else default_model_path())
+        if model.endswith('.onnx'):  # `univ export` stores the spec in the graph's metadata
+            from univ_core.inference.onnx_backend import read_onnx_metadata
+
+            spec = read_onnx_metadata(Path(model))[0]
+        else:
+            spec = read_spec(Path(model) if model else default_model_path())
     except (FileNotFoundError, ValueError):  # a running node with a model we cannot see
         return None, [], default_palette(0)
     seg = list(spec.seg_classes) if spec.seg_classes else None

@@ -3,14 +3,13 @@
 JSON has no NaN: a score that does not exist (a class with no ground truth) is ``null``.
 """
 
-import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from univ_core.train.checkpoint import atomic_write, write_json
+from univ_core.train.checkpoint import atomic_write, json_safe, write_json
 
 PERCENTILES = (50, 95, 99)
 
@@ -24,21 +23,6 @@ def latency_stats(seconds: Sequence[float]) -> dict:
     stats.update({f'p{p}': float(np.percentile(ms, p)) for p in PERCENTILES})
     stats['max'] = float(ms.max())
     return stats
-
-
-def clean(value: Any) -> Any:
-    """A JSON-safe copy: NaN/inf -> None, numpy scalars -> Python, Paths -> str."""
-    if isinstance(value, dict):
-        return {str(k): clean(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [clean(v) for v in value]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, Path):
-        return str(value)
-    return value
 
 
 def _fmt(value: Any, scale: float = 1.0, digits: int = 3) -> str:
@@ -158,7 +142,7 @@ def write_report(folder: Path, report: dict, latencies_s: Sequence[float],
         plots.append('latency.png')
     if _plot_classes(folder / 'per_class.png', report.get('scores') or {}):
         plots.append('per_class.png')
-    report = clean({**report, 'outputs': {
+    report = json_safe({**report, 'outputs': {
         'bag': 'bag', 'plots': plots,
         'overlays': [str(Path(p).relative_to(folder)) for p in overlays]}})
     write_json(folder / 'report.json', report)
