@@ -23,6 +23,14 @@ IR_STD = 0.2519  # UNIV thermal std of [0, 1] intensities
 Generator = np.random.Generator | torch.Generator
 
 
+def as_hw(size: int | tuple[int, int] | list[int]) -> tuple[int, int]:
+    """An output size as (rows, cols): an int S means S x S."""
+    hw = (size, size) if isinstance(size, int) else tuple(int(v) for v in size)
+    if len(hw) != 2 or min(hw) < 1:
+        raise ValueError(f'size: expected an int >= 1 or (H, W) >= 1, got {size!r}')
+    return hw
+
+
 def rgb_to_tensor(rgb: np.ndarray) -> torch.Tensor:
     """(H, W, 3) uint8 RGB -> (3, H, W) float32 normalised with ImageNet mean/std."""
     if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
@@ -95,21 +103,25 @@ class CropWindow:
     left: int  # first source column of the crop
     height: int  # crop rows in the source
     width: int  # crop columns in the source
-    out_size: int  # output is out_size x out_size
+    out_size: int | tuple[int, int]  # output (rows, cols); an int S means S x S
     flip: bool  # mirror left-right after resizing
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, 'out_size', as_hw(self.out_size))
+
     def image(self, image: np.ndarray) -> np.ndarray:
-        """(H, W) or (H, W, C) any OpenCV dtype -> (S, S) or (S, S, C), same dtype."""
+        """(H, W) or (H, W, C) any OpenCV dtype -> (h, w) or (h, w, C) out_size, same dtype."""
         crop = image[self.top:self.top + self.height, self.left:self.left + self.width]
-        shrink = self.height >= self.out_size and self.width >= self.out_size
-        out = cv2.resize(crop, (self.out_size, self.out_size),
+        oh, ow = self.out_size
+        shrink = self.height >= oh and self.width >= ow
+        out = cv2.resize(crop, (ow, oh),
                          interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
         return np.ascontiguousarray(out[:, ::-1] if self.flip else out)  # mirror columns
 
     def mask(self, mask: np.ndarray) -> np.ndarray:
-        """(H, W) class ids -> (S, S), nearest neighbour (no blended ids)."""
+        """(H, W) class ids -> (h, w) out_size, nearest neighbour (no blended ids)."""
         crop = mask[self.top:self.top + self.height, self.left:self.left + self.width]
-        out = cv2.resize(crop, (self.out_size, self.out_size), interpolation=cv2.INTER_NEAREST)
+        out = cv2.resize(crop, self.out_size[::-1], interpolation=cv2.INTER_NEAREST)
         return np.ascontiguousarray(out[:, ::-1] if self.flip else out)  # mirror columns
 
     def boxes(self, boxes: np.ndarray) -> np.ndarray:
@@ -119,11 +131,12 @@ class CropWindow:
         height (so labels stay aligned): callers drop them where they need to.
         """
         boxes = np.asarray(boxes, np.float32).reshape(-1, 4)  # (N, 4)
-        sx, sy = self.out_size / self.width, self.out_size / self.height
-        x = ((boxes[:, 0::2] - self.left) * sx).clip(0, self.out_size)  # (N, 2): x1, x2
-        y = ((boxes[:, 1::2] - self.top) * sy).clip(0, self.out_size)  # (N, 2): y1, y2
+        oh, ow = self.out_size
+        sx, sy = ow / self.width, oh / self.height
+        x = ((boxes[:, 0::2] - self.left) * sx).clip(0, ow)  # (N, 2): x1, x2
+        y = ((boxes[:, 1::2] - self.top) * sy).clip(0, oh)  # (N, 2): y1, y2
         if self.flip:
-            x = self.out_size - x[:, ::-1]  # mirrored x2, x1 become x1, x2
+            x = ow - x[:, ::-1]  # mirrored x2, x1 become x1, x2
         return np.stack([x[:, 0], y[:, 0], x[:, 1], y[:, 1]], axis=1)  # (N, 4) xyxy
 
 
@@ -142,15 +155,14 @@ class PairedCrop:
 class PairedRandomResizedCrop:
     """One random crop + resize + horizontal flip shared by the RGB and the thermal image."""
 
-    size: int = 224  # output side in pixels
+    size: int | tuple[int, int] = 224  # output side, or (H, W), in pixels
     scale: tuple[float, float] = (0.4, 1.0)  # side fraction ('side') or area fraction ('area')
     ratio: tuple[float, float] = (3 / 4, 4 / 3)  # width/height range, 'area' mode only
     hflip: float = 0.5  # probability of the shared horizontal flip
     mode: str = 'side'  # 'side': official UNIV crop; 'area': torchvision RandomResizedCrop
 
     def __post_init__(self) -> None:
-        if self.size < 1:
-            raise ValueError(f'size: expected >= 1, got {self.size}')
+        self.size = as_hw(self.size)
         if not 0 < self.scale[0] <= self.scale[1] <= 1:
             raise ValueError(f'scale: expected 0 < low <= high <= 1, got {self.scale}')
         if not 0 < self.ratio[0] <= self.ratio[1]:

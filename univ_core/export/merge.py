@@ -7,7 +7,7 @@ import torch
 from univ_core.models.lora import merge_lora
 from univ_core.train.checkpoint import load_state, save_safetensors
 from univ_core.train.config import from_dict
-from univ_core.train.pretrain import PretrainConfig, build_models, lora_state
+from univ_core.train.pretrain import PretrainConfig, build_models, load_lora_strict
 
 
 def merge_pretrain_run(run_dir: Path, out: Path, tolerance: float = 1e-3,
@@ -32,14 +32,10 @@ def merge_pretrain_run(run_dir: Path, out: Path, tolerance: float = 1e-3,
         raise ValueError(f'{checkpoint}: the run started from random weights (weights: none), '
                          'which LoRA tensors alone cannot rebuild')
     _, student = build_models(cfg, torch.device('cpu'))
-    expected = set(lora_state(student))
-    if set(state['lora']) != expected:
-        raise ValueError(f'{checkpoint}: LoRA tensors do not fit {cfg.arch} with {cfg.lora}')
-    student.load_state_dict(state['lora'], strict=False)
+    load_lora_strict(student, state['lora'], str(checkpoint))
     student.eval()  # LoRA dropout off
     merged = merge_lora(student)
-    size = cfg.img_size
-    images = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(seed))
+    images = torch.randn(2, 3, *cfg.img_size, generator=torch.Generator().manual_seed(seed))
     with torch.inference_mode():
         diff = float((student(images) - merged(images)).abs().max())
     if diff > tolerance:

@@ -20,6 +20,7 @@ from tqdm import tqdm
 
 from univ_core.data.home import data_home
 from univ_core.data.paired import PairedRgbtDataset, find_pairs, split_holdout
+from univ_core.data.transforms import as_hw
 from univ_core.losses.pccl import PCCLLoss
 from univ_core.models.backbone import PatchEncoder, create_backbone
 from univ_core.models.lora import LoraSettings, add_lora, merge_lora, trainable_fraction
@@ -47,7 +48,8 @@ class PretrainConfig:
     backbone_overrides: dict = field(default_factory=dict)  # extra timm args (toy tests)
     sources: list[DataSource] = field(default_factory=list)  # combined MVIP-style
     holdout: int = 0  # pairs per source held out (never trained on) for eval-alignment
-    img_size: int = 224  # shared random-resized-crop size
+    exclude: list[str] = field(default_factory=list)  # more pair names never trained on
+    img_size: int | tuple[int, int] = 224  # shared random-resized-crop output: S or (H, W)
     batch_size: int = 8  # per process
     epochs: int = 400  # passes over the data
     warmup_epochs: int = 40  # linear lr warm-up
@@ -58,6 +60,9 @@ class PretrainConfig:
     weight_decay: float = 0.05  # start of the cosine weight-decay schedule
     weight_decay_end: float = 0.5  # end of the weight-decay schedule
     clip_grad: float = 3.0  # max grad norm (0: off)
+    # 'param': each parameter's gradient clipped to norm clip_grad on its own (the official
+    # code, DINO's clip_gradients); 'global': one norm over all LoRA gradients (a deviation).
+    clip_mode: str = 'param'
     gamma: float = 0.6  # attention mass kept as positives
     temperature: float = 0.04  # cosine / temperature logits
     ir_weight: float = 1.0  # alpha: cross-modal IR loss
@@ -69,6 +74,7 @@ class PretrainConfig:
     num_workers: int = 2  # DataLoader workers
     out_dir: str = 'runs/pretrain'  # checkpoints, logs, exported weights
     checkpoint_every: int = 50  # steps between atomic checkpoints
+    snapshot_every: int = 0  # also keep the LoRA tensors every N steps (lora_stepNNNNN)
     device: str = 'auto'  # auto | cpu | cuda | cuda:N
 
     def __post_init__(self) -> None:
@@ -77,6 +83,10 @@ class PretrainConfig:
             raise ValueError('pretrain config: `sources` is empty; list at least one data folder')
         if self.batch_size < 1 or self.epochs < 1 or not 0 <= self.warmup_epochs <= self.epochs:
             raise ValueError('pretrain config: need batch_size >= 1, 0 <= warmup_epochs <= epochs')
+        if self.clip_mode not in ('param', 'global'):
+            raise ValueError(f"pretrain config: clip_mode must be 'param' or 'global', got "
+                             f'{self.clip_mode!r}')
+        self.img_size = as_hw(self.img_size)
         if not 0 < self.gamma < 1:
             raise ValueError(f'pretrain config: gamma must be in (0, 1), got {self.gamma}')
 
@@ -91,7 +101,8 @@ def build_pairs(cfg: PretrainConfig, base: Path) -> tuple[list, list]:
         t, h = split_holdout(pairs, cfg.holdout, seed=cfg.seed) if cfg.holdout else (pairs, [])
         train += t
         held += h
-    return train, held
+    excluded = set(cfg.exclude)  # after the holdout split: it stays the same with or without
+    return [p for p in train if p.name not in excluded], held
 
 
 def batches_for_epoch(n: int, batch: int, epoch: int, seed: int, rank: int, world: int):
@@ -152,13 +163,34 @@ class _EpochView(torch.utils.data.Dataset):
         return self.dataset.sample(index, epoch=self.epoch)
 
 
+def clip_gradients(params: list[torch.nn.Parameter], max_norm: float, mode: str) -> None:
+    """Clip gradients in place: per parameter (official UNIV / DINO) or by one global norm."""
+    if mode == 'global':
+        torch.nn.utils.clip_grad_norm_(params, max_norm)
+        return
+    for p in params:  # each gradient scaled by min(1, max_norm / (its norm + 1e-6))
+        if p.grad is not None:
+            torch.nn.utils.clip_grad_norm_(p, max_norm)
+
+
 def save_checkpoint(out: Path, step: int, student, optimizer, scaler, cfg) -> None:
-    """Atomic resumable state: LoRA tensors, optimiser, scaler and RNG."""
+    """Atomic resumable state: LoRA tensors, optimiser, scaler and RNG (CPU and CUDA)."""
     save_state(out / 'last.pt', {
         'step': step, 'lora': {k: v.cpu() for k, v in lora_state(student).items()},
         'optimizer': optimizer.state_dict(), 'scaler': scaler.state_dict(),
         'rng': torch.get_rng_state(), 'config': to_dict(cfg),
+        'cuda_rng': torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
     })
+
+
+def load_lora_strict(student: torch.nn.Module, lora: dict[str, torch.Tensor], where: str) -> None:
+    """Load LoRA tensors; every LoRA parameter of ``student`` must be there, nothing else."""
+    expected = set(lora_state(student))
+    missing, unexpected = sorted(expected - set(lora)), sorted(set(lora) - expected)
+    if missing or unexpected:
+        raise ValueError(f'{where}: LoRA tensors do not fit this student (missing {missing[:3]}, '
+                         f'unexpected {unexpected[:3]}): another arch or LoRA setting?')
+    student.load_state_dict(lora, strict=False)  # strict over LoRA keys, checked above
 
 
 def export_merged(out: Path, student, cfg: PretrainConfig, step: int) -> Path:
@@ -192,10 +224,12 @@ def train(cfg: PretrainConfig, base: Path = Path('.'), resume: bool = False):
     step = 0
     if resume and (out / 'last.pt').is_file():
         state = load_state(out / 'last.pt')
-        student.load_state_dict(state['lora'], strict=False)
+        load_lora_strict(student, state['lora'], str(out / 'last.pt'))
         optimizer.load_state_dict(state['optimizer'])
         scaler.load_state_dict(state['scaler'])
         torch.set_rng_state(state['rng'])
+        if state.get('cuda_rng') and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state['cuda_rng'])
         step = state['step']
     last = min(total, cfg.max_steps or total)
     loss_fn = PCCLLoss(cfg.temperature)
@@ -230,7 +264,7 @@ def train(cfg: PretrainConfig, base: Path = Path('.'), resume: bool = False):
             scaler.scale(losses['loss']).backward()
             scaler.unscale_(optimizer)
             if cfg.clip_grad:
-                torch.nn.utils.clip_grad_norm_(params, cfg.clip_grad)
+                clip_gradients(params, cfg.clip_grad, cfg.clip_mode)
             scaler.step(optimizer)
             scaler.update()
             step += 1
@@ -246,6 +280,10 @@ def train(cfg: PretrainConfig, base: Path = Path('.'), resume: bool = False):
                 last = step  # every rank stops after this same step
             if rank == 0 and (step % cfg.checkpoint_every == 0 or step == last):
                 save_checkpoint(out, step, student, optimizer, scaler, cfg)
+            if rank == 0 and cfg.snapshot_every and step % cfg.snapshot_every == 0:
+                save_safetensors(out / f'lora_step{step:05d}.safetensors',
+                                 lora_state(student),
+                                 {'format': 'univ-lora', 'arch': cfg.arch, 'step': str(step)})
             if step >= last:
                 break
     bar.close()
