@@ -164,11 +164,12 @@ class JitteredTruth:
 
     seg_classes, det_classes = None, ['person', 'bicycle', 'car']
     palette = np.zeros((0, 3), np.uint8)
+    config = PredictorConfig()
 
     def __init__(self, dataset) -> None:
         self.samples = {dataset[i]['rgb'].tobytes(): dataset[i] for i in range(PAIRS)}
 
-    def predict(self, rgb, thermal, mode):
+    def predict(self, rgb, thermal, mode, scoring=False):
         sample = self.samples[np.ascontiguousarray(rgb).tobytes()]
         key = {'rgb': 'rgb', 'thermal': 'ir'}.get(mode, 'rgb')
         boxes, labels = sample[f'boxes_{key}'], sample[f'labels_{key}']

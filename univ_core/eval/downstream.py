@@ -7,6 +7,7 @@ cross-modal transfer protocol (e.g. a head trained on RGB labels evaluated on IR
 """
 
 import argparse
+from dataclasses import replace
 from pathlib import Path
 
 from tqdm import tqdm
@@ -31,7 +32,11 @@ def detection_truth(sample: dict, modality: str) -> dict:
 
 def evaluate(task: str, predictor, data, modalities: list[str],
              overlays: int = 0) -> tuple[dict, list]:
-    """Metrics per modality; also up to ``overlays`` (sample, modality, prediction) to draw."""
+    """Metrics per modality; also up to ``overlays`` (sample, modality, prediction) to draw.
+
+    mAP is computed from the Predictor's scoring detections (down to its
+    ``eval_score_threshold``, COCO protocol); overlays show the deployment cut.
+    """
     meters = {m: (DetectionMeter(data.class_names) if task == 'det'
                   else SegmentationMeter(data.class_names)) for m in modalities}
     shown = []
@@ -40,9 +45,11 @@ def evaluate(task: str, predictor, data, modalities: list[str],
         for modality in modalities:
             mode = MODES[modality]
             pred = predictor.predict(sample['rgb'] if mode != 'thermal' else None,
-                                     sample['thermal'] if mode != 'rgb' else None, mode)
+                                     sample['thermal'] if mode != 'rgb' else None, mode,
+                                     scoring=task == 'det')
             if task == 'det':
                 det = pred.detections
+                pred = replace(pred, detections=det.above(predictor.config.score_threshold))
                 meters[modality].update(
                     [{'boxes': det.boxes, 'scores': det.scores, 'labels': det.class_ids}],
                     [detection_truth(sample, modality)])
@@ -65,7 +72,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--seed', type=int, default=0, help='holdout seed (as in finetune)')
     parser.add_argument('--modality', nargs='+', choices=list(MODES), default=['rgb', 'ir'])
     parser.add_argument('--device', default='auto')
-    parser.add_argument('--score-threshold', type=float, default=PredictorConfig.score_threshold)
+    parser.add_argument('--score-threshold', type=float, default=PredictorConfig.score_threshold,
+                        help='deployment cut shown in overlays (mAP always uses every box '
+                        'down to PredictorConfig.eval_score_threshold)')
     parser.add_argument('--out', type=Path, help='folder for report.json/.md and PNGs')
 
 
@@ -88,7 +97,9 @@ def main(args: argparse.Namespace) -> int:
     if args.out:
         meta = {'model': args.model or 'default', 'data': split.root, 'format': fmt,
                 'split': args.split, 'holdout': args.holdout, 'pairs': len(data),
-                'score_threshold': args.score_threshold}
+                'score_threshold': args.score_threshold,
+                'map_from_score': min(args.score_threshold,
+                                      predictor.config.eval_score_threshold)}
         write_report(args.out, args.task, results, meta, shown, predictor)
         print(f'eval: report -> {args.out}/report.md')
     return 0

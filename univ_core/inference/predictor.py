@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torchvision.ops import batched_nms
 
+from univ_core.inference.box_fusion import SCORE_RULES, fuse_boxes, suppress_duplicates
 from univ_core.inference.geometry import as_homography, transform_boxes, warp, warp_grid
 from univ_core.inference.overlay import default_palette
 from univ_core.inference.preprocess import Preprocessor
@@ -38,8 +38,14 @@ class PredictorConfig:
     # the graph's MatMuls quantised dynamically, per-channel weights; see onnx_backend)
     precision: str = 'fp32'
     input_size: tuple[int, int] | None = None  # model input (H, W); None: the model file's
-    score_threshold: float = 0.3  # detections below are dropped
-    nms_iou: float = 0.5  # class-wise NMS IoU (also merges RGB + thermal boxes in fused mode)
+    score_threshold: float = 0.3  # deployment: detections below are not returned (published)
+    # mAP (COCO protocol) is computed from every detection down to this score, up to
+    # max_detections per image (``predict(..., scoring=True)``), never from the deployment cut
+    eval_score_threshold: float = 0.001
+    nms_iou: float = 0.5  # class-wise NMS IoU within one image
+    duplicate_iou: float = 0.7  # a box overlapping a better box of another class more: dropped
+    fusion_iou: float = 0.55  # fused: RGB + thermal boxes of a class overlapping more are fused
+    fusion_rule: str = 'noisy_or'  # fused score of a cluster: noisy_or | avg | max (box_fusion)
     max_detections: int = 100  # per image
     thermal_norm: ThermalNorm = field(default_factory=ThermalNorm)
     homography: tuple[float, ...] | None = None  # 9 values: thermal pixel -> RGB pixel
@@ -59,8 +65,15 @@ class PredictorConfig:
         if self.precision == 'int8' and (self.backend != 'onnxruntime'
                                          or self.device.startswith('cuda')):
             raise ValueError(INT8_NEEDS)
-        if not 0 <= self.score_threshold <= 1 or not 0 < self.nms_iou <= 1:
-            raise ValueError('score_threshold must be in [0, 1] and nms_iou in (0, 1]')
+        if not (0 <= self.eval_score_threshold <= 1 and 0 <= self.score_threshold <= 1):
+            raise ValueError(f'score_threshold and eval_score_threshold must be in [0, 1], got '
+                             f'{self.score_threshold}, {self.eval_score_threshold}')
+        for name in ('nms_iou', 'duplicate_iou', 'fusion_iou'):
+            if not 0 < getattr(self, name) <= 1:
+                raise ValueError(f'{name} must be in (0, 1], got {getattr(self, name)}')
+        if self.fusion_rule not in SCORE_RULES:
+            raise ValueError(f'fusion_rule: expected one of {SCORE_RULES}, '
+                             f'got {self.fusion_rule!r}')
         if isinstance(self.thermal_norm, dict):
             self.thermal_norm = ThermalNorm(**self.thermal_norm)
         if self.homography is not None:
@@ -69,12 +82,18 @@ class PredictorConfig:
 
 @dataclass
 class Detections:
-    """Boxes in the output frame's pixels."""
+    """Boxes in the output frame's pixels, best score first."""
 
     boxes: np.ndarray  # (K, 4) float32 xyxy
     class_ids: np.ndarray  # (K,) int64
     scores: np.ndarray  # (K,) float32
     class_names: list[str]  # K names
+
+    def above(self, threshold: float) -> 'Detections':
+        """The detections scoring >= ``threshold`` (e.g. the deployment cut of a scoring run)."""
+        keep = np.flatnonzero(self.scores >= threshold)
+        return Detections(self.boxes[keep], self.class_ids[keep], self.scores[keep],
+                          [self.class_names[i] for i in keep])
 
 
 @dataclass
@@ -125,14 +144,21 @@ class Predictor:
 
     # ---------------------------------------------------------------- public API
     def predict(self, rgb: np.ndarray | None = None, thermal: np.ndarray | None = None,
-                mode: str = 'fused') -> Prediction:
-        """One pair (or one image). ``fused`` with a modality missing falls back to the other."""
+                mode: str = 'fused', scoring: bool = False) -> Prediction:
+        """One pair (or one image). ``fused`` with a modality missing falls back to the other.
+
+        ``scoring``: return detections down to ``eval_score_threshold`` (for mAP) instead of
+        the deployment ``score_threshold``; ``detections.above(score_threshold)`` then gives
+        exactly what a deployment call returns.
+        """
         mode, note = self._resolve_mode(mode, rgb is not None, thermal is not None)
         return self.predict_batch([rgb] if rgb is not None else None,
-                                  [thermal] if thermal is not None else None, mode, note)[0]
+                                  [thermal] if thermal is not None else None, mode, note,
+                                  scoring)[0]
 
     def predict_batch(self, rgbs: list[np.ndarray] | None, thermals: list[np.ndarray] | None,
-                      mode: str = 'fused', note: str = '') -> list[Prediction]:
+                      mode: str = 'fused', note: str = '',
+                      scoring: bool = False) -> list[Prediction]:
         """Several pairs of equal sizes in ONE forward (offline replay throughput)."""
         if mode not in MODES:
             raise ValueError(f'mode: expected one of {MODES}, got {mode!r}')
@@ -147,17 +173,22 @@ class Predictor:
         self._check_sizes(rgbs, thermals, mode)
         batch = [self.preprocess.rgb(rgbs)] if rgbs else []
         batch += [self.preprocess.thermal(thermals)] if thermals else []
+        threshold = self.config.score_threshold
+        if scoring:  # a deployment cut below the eval one (0: keep all) keeps its boxes too
+            threshold = min(threshold, self.config.eval_score_threshold)
         with torch.inference_mode():
-            out = self.forward(torch.cat(batch))
-            return self._postprocess(out, rgbs, thermals, mode, note)
+            out = self.forward(torch.cat(batch), threshold)
+            return self._postprocess(out, rgbs, thermals, mode, note, threshold)
 
-    def forward(self, images: torch.Tensor) -> dict:
+    def forward(self, images: torch.Tensor, score_threshold: float | None = None) -> dict:
         """The model on a preprocessed batch: images (B, 3, h, w) float32 on the device."""
         if self.config.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         with torch.autocast(self.device.type, dtype=self._dtype or torch.float32,
                             enabled=self._dtype is not None):
-            return self.model(images, score_thresh=self.config.score_threshold,
+            return self.model(images, score_thresh=(self.config.score_threshold
+                                                    if score_threshold is None
+                                                    else score_threshold),
                               nms_iou=self.config.nms_iou,
                               max_detections=self.config.max_detections)
 
@@ -211,8 +242,8 @@ class Predictor:
                 f'{thermals[0].shape[0]} differ: pixel-aligned fusion needs equal sizes '
                 'or a homography (PredictorConfig.homography)')
 
-    def _postprocess(self, out: dict, rgbs: list, thermals: list, mode: str,
-                     note: str) -> list[Prediction]:
+    def _postprocess(self, out: dict, rgbs: list, thermals: list, mode: str, note: str,
+                     threshold: float) -> list[Prediction]:
         """Split the batch back into pairs, fuse, map to the output frame; ONE copy to host."""
         n = max(len(rgbs), len(thermals))
         ref_hw = rgbs[0].shape[:2] if rgbs else thermals[0].shape
@@ -220,21 +251,62 @@ class Predictor:
         rows = [(x.shape[:2], False) for x in rgbs] + [(x.shape[:2], True) for x in thermals]
         seg = out.get('seg_logits')
         seg = self._fuse_seg(seg, n, rows, ref_hw, mode) if seg is not None else []
-        dets = [self._fuse_det(out.get('det'), [i, n + i] if mode == 'fused' else [i], rows,
-                               mode) for i in range(n)]
-        host = _to_host([*seg, *(t for d in dets for t in d)])  # (masks, confs), then per pair
+        det = out.get('det')
+        per_row = [self._image_boxes(det, j, rows, mode) for j in range(len(rows))] if det else []
+        host = _to_host([*seg, *(t for row in per_row for t in row)])  # masks, confs, then boxes
         masks, confs = (host[0], host[1]) if seg else ([None] * n, [None] * n)
         if seg and masks.dtype != np.uint8:  # beyond 254 classes: 65535 = unlabeled
             masks = masks.astype(np.uint16)
+        boxes = host[len(seg):]
         results = []
         for i in range(n):
-            b, s, lab = host[len(seg) + 3 * i: len(seg) + 3 * i + 3]
-            names = [self.det_classes[k] if k < len(self.det_classes or []) else str(k)
-                     for k in lab.tolist()]
-            dets_i = Detections(b.astype(np.float32), lab.astype(np.int64),
-                                s.astype(np.float32), names)
+            rows_i = [i, n + i] if mode == 'fused' else [i]
+            dets_i = self._detections([boxes[3 * j: 3 * j + 3] for j in rows_i] if det else [],
+                                      threshold)
             results.append(Prediction(masks[i], confs[i], dets_i, mode, note))
         return results
+
+    def _image_boxes(self, det: list, j: int, rows: list,
+                     mode: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Batch row ``j``'s boxes in its camera's pixels (thermal through the homography).
+
+        Returns:
+            boxes (K, 4) float32 xyxy, scores (K,) float32, labels (K,) int64, on the device.
+        """
+        h, w = self.input_size
+        (oh, ow), is_thermal = rows[j]
+        if (oh, ow) not in self._box_scales:
+            self._box_scales[(oh, ow)] = torch.tensor(
+                [ow / w, oh / h, ow / w, oh / h], device=det[j]['boxes'].device)
+        b = det[j]['boxes'].float() * self._box_scales[(oh, ow)]  # input px -> image px
+        if is_thermal and mode == 'fused' and self._h_device is not None:
+            b = transform_boxes(b, self._h_device)
+        return b, det[j]['scores'].float(), det[j]['labels']
+
+    def _detections(self, cameras: list[list[np.ndarray]], threshold: float) -> Detections:
+        """One camera's boxes, or two fused (WBF); cross-class duplicates dropped, capped.
+
+        Args:
+            cameras: per camera [boxes (K, 4), scores (K,), labels (K,)] on the host, in the
+                output frame's pixels, each already thresholded and NMS-ed by the model.
+            threshold: the score cut of this call (fusion can lower a score below it only
+                with ``fusion_rule: avg``).
+        """
+        cfg = self.config
+        if not cameras:
+            b, s, lab = np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, int)
+        elif len(cameras) == 1:
+            b, s, lab = cameras[0]
+        else:
+            b, s, lab = fuse_boxes(*zip(*cameras, strict=True), iou=cfg.fusion_iou,
+                                   rule=cfg.fusion_rule)
+            keep = np.flatnonzero(s >= threshold)
+            b, s, lab = b[keep], s[keep], lab[keep]
+        keep = suppress_duplicates(b, s, cfg.duplicate_iou)[: cfg.max_detections]
+        names = [self.det_classes[k] if k < len(self.det_classes or []) else str(k)
+                 for k in lab[keep].tolist()]
+        return Detections(b[keep].astype(np.float32), lab[keep].astype(np.int64),
+                          s[keep].astype(np.float32), names)
 
     def _fuse_seg(self, logits: torch.Tensor, n: int, rows: list, ref_hw: tuple,
                   mode: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -274,35 +346,6 @@ class Predictor:
             dst_to_src = np.linalg.inv(s_t) @ np.linalg.inv(self._h) @ s_rgb
             self._grids[key] = warp_grid(dst_to_src, (h, w), (h, w), self.device)
         return self._grids[key]
-
-    def _fuse_det(self, det: list | None, idx: list[int], rows: list,
-                  mode: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Boxes to original pixels (thermal through the homography), merged by class-wise NMS.
-
-        Returns:
-            boxes (K, 4) float32 xyxy, scores (K,) float32, labels (K,) int64, on the device.
-        """
-        if det is None:
-            return torch.zeros(0, 4), torch.zeros(0), torch.zeros(0, dtype=torch.int64)
-        h, w = self.input_size
-        boxes, scores, labels = [], [], []
-        for j in idx:
-            (oh, ow), is_thermal = rows[j]
-            if (oh, ow) not in self._box_scales:
-                self._box_scales[(oh, ow)] = torch.tensor(
-                    [ow / w, oh / h, ow / w, oh / h], device=det[j]['boxes'].device)
-            b = det[j]['boxes'].float() * self._box_scales[(oh, ow)]  # input px -> image px
-            if is_thermal and mode == 'fused' and self._h_device is not None:
-                b = transform_boxes(b, self._h_device)
-            boxes.append(b)
-            scores.append(det[j]['scores'].float())
-            labels.append(det[j]['labels'])
-        b, s, lab = torch.cat(boxes), torch.cat(scores), torch.cat(labels)
-        if len(idx) == 1:  # the model already thresholded, NMS-ed and capped these boxes
-            return b, s, lab
-        # Two modalities: merge their boxes (IoU is unchanged by the per-axis rescaling above).
-        keep = batched_nms(b, s, lab, self.config.nms_iou)[: self.config.max_detections]
-        return b[keep], s[keep], lab[keep]
 
 
 def _to_host(tensors: list[torch.Tensor]) -> list[np.ndarray]:

@@ -78,22 +78,28 @@ def score_modes(config: ReplayConfig, has_truth: bool) -> tuple[str, ...]:
 
 
 def _run_pair(pair: Pair, predictor: Any, modes: tuple[str, ...], writer: OutputWriter,
-              scorer: Scorer, state: RunState) -> None:
-    """Decode and predict one pair in every mode; write the output mode's results."""
+              scorer: Scorer, state: RunState, scoring: bool) -> None:
+    """Decode and predict one pair in every mode; write the output mode's results.
+
+    With ground truth (``scoring``) the Predictor keeps every box down to its eval threshold
+    (mAP integrates the whole PR curve); the output bag gets the deployment cut of them,
+    exactly what the node publishes.
+    """
     start = time.perf_counter()
     try:
         rgb, thermal = rgb_from_msg(pair.rgb), thermal_from_msg(pair.thermal)
-        predictions = {modes[0]: predictor.predict(rgb, thermal, modes[0])}
+        predictions = {modes[0]: predictor.predict(rgb, thermal, modes[0], scoring=scoring)}
     except (ImageConversionError, ValueError) as err:
         state.bad_inputs += 1
         state.first_bad_input = state.first_bad_input or str(err)
         return
     state.latencies.append(time.perf_counter() - start)
     for mode in modes[1:]:
-        predictions[mode] = predictor.predict(rgb, thermal, mode)
+        predictions[mode] = predictor.predict(rgb, thermal, mode, scoring=scoring)
     main = predictions[modes[0]]
     reference, image = (pair.thermal, thermal) if main.mode == 'thermal' else (pair.rgb, rgb)
-    writer.write(reference.header, image, main.mask, main.detections)
+    writer.write(reference.header, image, main.mask,
+                 main.detections.above(predictor.config.score_threshold))
     scorer.add_predictions(stamp_ns(pair.rgb.header), stamp_ns(pair.thermal.header),
                            predictions)
     state.processed += 1
@@ -104,7 +110,8 @@ def _stream(bag: BagInput, predictor: Any, config: ReplayConfig, writer: OutputW
     """Read the whole bag (every topic is copied), pairing and predicting as images come."""
     sync = ApproximateTimeSync(config.slop)
     streams = {config.rgb_topic: 'rgb', config.thermal_topic: 'thermal'}
-    modes = score_modes(config, any(t in bag.topics for t in GT_TOPICS))
+    has_truth = any(t in bag.topics for t in GT_TOPICS)
+    modes = score_modes(config, has_truth)
     bar = tqdm(total=bag.topics[config.rgb_topic].count, unit='frame', desc='replay',
                disable=not config.progress)
     try:
@@ -117,7 +124,7 @@ def _stream(bag: BagInput, predictor: Any, config: ReplayConfig, writer: OutputW
                 bar.update(topic == config.rgb_topic)
                 pair = sync.add(streams[topic], stamp_seconds(msg.header), msg)
                 if pair is not None:
-                    _run_pair(pair, predictor, modes, writer, scorer, state)
+                    _run_pair(pair, predictor, modes, writer, scorer, state, has_truth)
             elif topic in GT_TOPICS:
                 scorer.add_truth(topic, deserialize(raw, msgtype))
             scorer.settle(timestamp)
@@ -129,8 +136,13 @@ def _stream(bag: BagInput, predictor: Any, config: ReplayConfig, writer: OutputW
 
 
 def offline_report(bag_path: Path, model_name: str, config: ReplayConfig, state: RunState,
-                   synchronised: int, sync_misses: int, scores: dict) -> dict:
-    """The report's numbers (before :func:`univ_ros.replay.report.write_report` adds files)."""
+                   synchronised: int, sync_misses: int, scores: dict,
+                   thresholds: dict | None = None) -> dict:
+    """The report's numbers (before :func:`univ_ros.replay.report.write_report` adds files).
+
+    ``thresholds``: {'deployment': score cut of the output bag, 'map_from': lowest score of the
+    detections mAP is computed from}.
+    """
     error = state.error
     return {
         'kind': 'offline', 'partial': error is not None, 'error': str(error) if error else None,
@@ -144,6 +156,7 @@ def offline_report(bag_path: Path, model_name: str, config: ReplayConfig, state:
         'latency_ms': latency_stats(state.latencies),
         'throughput_hz': state.processed / state.wall_s if state.wall_s > 0 else None,
         'drop_rate': 0.0, 'wall_s': state.wall_s, 'scores': scores,
+        'thresholds': thresholds,
     }
 
 
@@ -175,8 +188,12 @@ def replay_offline(bag_path: Path, out: Path, predictor: Any, config: ReplayConf
                                       picks)
                 sync = _stream(bag, predictor, config, writer, scorer, state)
             state.wall_s = time.perf_counter() - start
+            cfg = predictor.config
             report = offline_report(bag_path, model_name, config, state, sync.stats().pairs,
-                                    sync.stats().misses, scorer.results())
+                                    sync.stats().misses, scorer.results(),
+                                    {'deployment': cfg.score_threshold,
+                                     'map_from': min(cfg.score_threshold,
+                                                     cfg.eval_score_threshold)})
             report = write_report(staging, report, state.latencies, writer.overlays)
     if state.error is not None:
         err = state.error

@@ -69,7 +69,12 @@ def markdown(report: dict) -> str:
               f"{pairs['sync_misses']} sync misses, {pairs['bad_inputs']} bad inputs",
               f"- latency ({report['latency_definition']}): p50 {_fmt(lat['p50'], digits=1)} ms,"
               f" p95 {_fmt(lat['p95'], digits=1)} ms, p99 {_fmt(lat['p99'], digits=1)} ms",
-              f"- throughput: {_fmt(report['throughput_hz'], digits=2)} pairs/s", '']
+              f"- throughput: {_fmt(report['throughput_hz'], digits=2)} pairs/s"]
+    if report.get('thresholds'):
+        cut = report['thresholds']
+        lines.append(f"- detection scores: mAP from every box >= {cut['map_from']} (COCO "
+                     f"protocol); the output bag holds boxes >= {cut['deployment']} (deployment)")
+    lines.append('')
     lines += _score_lines(report.get('scores') or {})
     outputs = report.get('outputs') or {}
     lines += ['## Files', '', f"- output bag: `{outputs.get('bag')}`"]
