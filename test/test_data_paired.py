@@ -15,8 +15,10 @@ from univ_core.data.paired import (
     build_pretrain_dataset,
     detect_layout,
     find_pairs,
+    load_pair,
     split_holdout,
 )
+from univ_core.data.thermal import ThermalNorm
 from univ_core.data.transforms import (
     IR_MEAN,
     IR_STD,
@@ -25,7 +27,9 @@ from univ_core.data.transforms import (
     PairedRandomResizedCrop,
     rgb_to_tensor,
     thermal_to_tensor,
+    thermal_to_unit,
 )
+from univ_core.inference.preprocess import Preprocessor
 
 DATA = data_home()
 
@@ -333,15 +337,38 @@ def test_normalisation_values():
     assert x.shape == (3, 4, 5) and x.abs().max() < 0.01
     np.testing.assert_allclose(rgb_to_tensor(np.full((2, 2, 3), 255, np.uint8))[:, 0, 0],
                                (1 - np.array(RGB_MEAN)) / np.array(RGB_STD), rtol=1e-5)
-    t = thermal_to_tensor(np.array([[0, 255]], np.uint8))
+    t = thermal_to_tensor(thermal_to_unit(np.array([[0, 255]], np.uint8)))
     assert t.shape == (3, 1, 2) and torch.equal(t[0], t[2])
     np.testing.assert_allclose(t[0, 0], [-IR_MEAN / IR_STD, (1 - IR_MEAN) / IR_STD], rtol=1e-5)
-    t16 = thermal_to_tensor(np.array([[65535, 0]], np.uint16))
-    np.testing.assert_allclose(t16[0, 0], [(1 - IR_MEAN) / IR_STD, -IR_MEAN / IR_STD], rtol=1e-5)
-    ranged = thermal_to_tensor(np.array([[1000, 2000, 3000]], np.uint16), value_range=(1000, 2000))
-    np.testing.assert_allclose(ranged[0, 0] * IR_STD + IR_MEAN, [0, 1, 1], atol=1e-6)
-    np.testing.assert_allclose(thermal_to_tensor(np.full((1, 1), IR_MEAN, np.float32)), 0,
-                               atol=1e-6)
+    fixed = ThermalNorm(mode='fixed', low=1000, high=2000)
+    ranged = thermal_to_unit(np.array([[1000, 1500, 3000]], np.uint16), fixed)
+    np.testing.assert_allclose(ranged[0], [0, 0.5, 1], atol=1e-6)
+    with pytest.raises(ValueError, match='thermal_to_unit'):
+        thermal_to_tensor(np.zeros((2, 2), np.uint8))
+
+
+def test_16bit_thermal_maps_the_same_in_pretraining_and_inference(data_dir, tmp_path):
+    """A radiometric 16-bit frame (a real thermal image rescaled to 7000-9000 counts, the range
+    of an uncalibrated LWIR core) is stretched between its 1st and 99th percentiles by the
+    pre-training dataset exactly as by the Predictor's preprocessing: not squeezed into
+    (9000 - 7000) / 65535 = 3 % of the range, as a linear 0..65535 mapping would."""
+    pair = find_pairs(data_dir / 'msrs_mini', 'msrs', 'train')[0]
+    rgb, ir8 = load_pair(pair)
+    ir16 = (7000 + ir8.astype(np.float64) * (2000 / 255)).astype(np.uint16)  # (H, W) uint16
+    assert cv2.imwrite(str(tmp_path / 'ir16.png'), ir16)
+    pair16 = PairPaths(pair.rgb, tmp_path / 'ir16.png', 'ir16')
+    assert load_pair(pair16)[1].dtype == np.uint16
+    h, w = ir16.shape
+    crop = PairedRandomResizedCrop(size=(h // 2, w // 2))
+    train_view = PairedRgbtDataset([pair16], train=False, crop=crop)[0]['ir']  # (3, h/2, w/2)
+    prep = Preprocessor((h // 2, w // 2), ThermalNorm(), torch.device('cpu'))
+    infer_view = prep.thermal([ir16])[0]  # (3, h/2, w/2)
+    unit = train_view[0] * IR_STD + IR_MEAN
+    assert float(unit.max() - unit.min()) > 0.9  # full contrast, not 3 % of the range
+    assert float((train_view - infer_view).abs().mean()) < 0.02  # resize kernels differ only
+    low, high = np.percentile(ir16[::4, ::4], [1, 99])
+    np.testing.assert_allclose(thermal_to_unit(ir16),
+                               ((ir16 - low) / (high - low)).clip(0, 1), atol=1e-4)
 
 
 # ---------------------------------------------------------------- held-out split

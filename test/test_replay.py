@@ -52,6 +52,7 @@ def toy_model(work) -> Path:
 def config_file(work, toy_model) -> Path:
     path = work / 'params.yaml'
     path.write_text(f'/**:\n  ros__parameters:\n    model: {toy_model}\n    device: cpu\n'
+                    '    precision: fp32\n'
                     f'    score_threshold: {SCORE_THRESHOLD}\n')
     return path
 
@@ -78,7 +79,7 @@ def offline_out(msrs_bag, config_file, work) -> Path:
 
 @pytest.fixture(scope='module')
 def predictor(toy_model):
-    return load_predictor(PredictorConfig(model=str(toy_model), device='cpu',
+    return load_predictor(PredictorConfig(model=str(toy_model), device='cpu', precision='fp32',
                                           score_threshold=SCORE_THRESHOLD))
 
 
@@ -168,6 +169,9 @@ class JitteredTruth:
 
     def __init__(self, dataset) -> None:
         self.samples = {dataset[i]['rgb'].tobytes(): dataset[i] for i in range(PAIRS)}
+
+    def predict_modes(self, rgb, thermal, modes, scoring=False):
+        return {mode: self.predict(rgb, thermal, mode, scoring) for mode in modes}
 
     def predict(self, rgb, thermal, mode, scoring=False):
         sample = self.samples[np.ascontiguousarray(rgb).tobytes()]

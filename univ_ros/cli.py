@@ -16,6 +16,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     'eval-alignment': ('univ_core.eval.alignment', 'label-free IR->RGB patch alignment metrics'),
     'finetune': ('univ_core.train.finetune', 'train a segmentation or detection head'),
     'eval': ('univ_core.eval.downstream', 'mIoU / mAP per modality and cross-modal transfer'),
+    'autolabel': ('univ_core.autolabel.run', 'label aligned pairs or bags with ONNX teachers'),
+    'train-default': ('univ_core.train.default_model', 'rebuild and measure the default model'),
     'export': ('univ_core.export.cli', 'merge LoRA and export safetensors or ONNX'),
     'bag-from-pairs': ('univ_ros.replay.bag_from_pairs', 'write an RGB-T dataset as a rosbag2'),
     'replay': ('univ_ros.replay.cli', 'replay a bag through the Predictor or the node'),
@@ -42,7 +44,8 @@ def main(argv: list[str] | None = None) -> int:
     module = importlib.import_module(COMMANDS[name][0])
     parser = argparse.ArgumentParser(prog=f'univ {name}', description=COMMANDS[name][1])
     module.add_arguments(parser)
-    args = parser.parse_args(rest)
+    # Intermixed: key=value overrides may come before or after the flags.
+    args = parser.parse_intermixed_args(rest)
     try:
         return int(module.main(args) or 0)
     except (FileNotFoundError, ValueError) as err:

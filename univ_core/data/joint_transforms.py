@@ -25,6 +25,7 @@ from univ_core.data.transforms import (
     PairedRandomResizedCrop,
     rgb_to_tensor,
     thermal_to_tensor,
+    thermal_to_unit,
 )
 
 IGNORE_INDEX = 255  # mask value of padding and unlabelled pixels
@@ -158,17 +159,17 @@ def map_to_source(values: np.ndarray, info: ResizeInfo, nearest: bool = True) ->
                           borderMode=cv2.BORDER_REPLICATE)
 
 
-def sample_to_tensors(sample: dict, thermal_range: tuple[float, float] | None = None) -> dict:
+def sample_to_tensors(sample: dict) -> dict:
     """Numpy sample -> model inputs.
 
     Returns:
         'rgb': (3, H, W) float32 ImageNet-normalised; 'thermal': (3, H, W) float32
-        UNIV-normalised (thermal_range as in thermal_to_tensor); 'mask': (H, W) int64 or None;
+        UNIV-normalised (as the Predictor); 'mask': (H, W) int64 or None;
         'boxes_*': (K, 4) float32; 'labels_*': (K,) int64; other keys copied.
     """
     out = dict(sample)
     out['rgb'] = rgb_to_tensor(sample['rgb'])
-    out['thermal'] = thermal_to_tensor(sample['thermal'], thermal_range)
+    out['thermal'] = thermal_to_tensor(thermal_to_unit(sample['thermal']))
     if sample.get('mask') is not None:
         out['mask'] = torch.from_numpy(sample['mask'].astype(np.int64))
     for key in ('rgb', 'ir'):
@@ -199,11 +200,11 @@ class TransformedPairs(Dataset):
     item is the same in any worker or rerun; call set_epoch for new draws.
     """
 
-    def __init__(self, dataset: Dataset, geometry: JointAugment | EvalResize, seed: int = 0,
-                 thermal_range: tuple[float, float] | None = None) -> None:
+    def __init__(self, dataset: Dataset, geometry: JointAugment | EvalResize,
+                 seed: int = 0) -> None:
         """Wrap `dataset` (numpy samples) with `geometry` and tensor conversion."""
         self.dataset, self.geometry = dataset, geometry
-        self.seed, self.epoch, self.thermal_range = seed, 0, thermal_range
+        self.seed, self.epoch = seed, 0
 
     def __len__(self) -> int:
         return len(self.dataset)
@@ -218,4 +219,4 @@ class TransformedPairs(Dataset):
             sample = self.geometry(sample, np.random.default_rng([self.seed, self.epoch, index]))
         else:
             sample = self.geometry(sample)
-        return sample_to_tensors(sample, self.thermal_range)
+        return sample_to_tensors(sample)

@@ -176,12 +176,25 @@ class LabelledPairFiles:
 
 
 class LabelledPairs(Dataset):
-    """RGB-T pairs with masks and/or boxes; items are the numpy sample dicts described above."""
+    """RGB-T pairs with masks and/or boxes; items are the numpy sample dicts described above.
 
-    def __init__(self, items: list[LabelledPairFiles], class_names: list[str]) -> None:
-        """Keep the files of each pair and the names of the class ids."""
+    ``class_names`` name the ids of the set's task (masks of a segmentation set, boxes of a
+    detection set); a set with both (``autolabel``) names its mask ids in ``seg_class_names``.
+    """
+
+    def __init__(self, items: list[LabelledPairFiles], class_names: list[str],
+                 seg_class_names: list[str] | None = None,
+                 palette: list[list[int]] | None = None) -> None:
+        """Keep the files of each pair, the names of the class ids and the mask colours."""
         self.items = items
         self.class_names = list(class_names)
+        self.seg_class_names = list(seg_class_names) if seg_class_names else None
+        self.palette = palette  # RGB per mask class, where the set defines one
+
+    def subset(self, keep: Callable[[LabelledPairFiles], bool]) -> 'LabelledPairs':
+        """The pairs for which ``keep(item)`` holds, with the same class names."""
+        return LabelledPairs([it for it in self.items if keep(it)], self.class_names,
+                             self.seg_class_names, self.palette)
 
     def __len__(self) -> int:
         return len(self.items)
@@ -192,7 +205,7 @@ class LabelledPairs(Dataset):
         height, width = thermal.shape
         mask = None
         if item.mask is not None:
-            mask = read_mask(item.mask, len(self.class_names))
+            mask = read_mask(item.mask, len(self.seg_class_names or self.class_names))
             if mask.shape != thermal.shape:
                 raise ValueError(f'label image {item.mask} is {mask.shape} but its images are '
                                  f'{thermal.shape} (H, W)')
@@ -289,8 +302,13 @@ def _m3fd(root: Path, split: str) -> list[LabelledPairFiles]:
 
 
 def _llvip(root: Path, split: str) -> list[LabelledPairFiles]:
-    """visible/{split}/NAME.jpg, infrared/{split}/NAME.jpg, Annotations/NAME.xml."""
-    return _shared_voc(find_pairs(root, 'llvip', split), root / 'Annotations', LLVIP_CLASSES)
+    """visible/{split}/NAME.jpg, infrared/{split}/NAME.jpg, Annotations/NAME.xml.
+
+    Pairs without an xml are unlabelled and left out (the shared LLVIP sample labels 9 of 32).
+    """
+    xml_dir = root / 'Annotations'
+    pairs = [p for p in find_pairs(root, 'llvip', split) if (xml_dir / f'{p.name}.xml').is_file()]
+    return _shared_voc(pairs, xml_dir, LLVIP_CLASSES)
 
 
 def _flir_aligned(root: Path, split: str) -> list[LabelledPairFiles]:
@@ -301,6 +319,52 @@ def _flir_aligned(root: Path, split: str) -> list[LabelledPairFiles]:
     pairs = find_pairs(root, 'flir_aligned', split)
     xml_dir = pairs[0].rgb.parent.parent / 'Annotations'
     return _shared_voc(pairs, xml_dir, FLIR_CLASSES, frozenset({'dog'}), '_PreviewData')
+
+
+def _autolabel_input(folder: Path) -> tuple[list[LabelledPairFiles], tuple]:
+    """One ``univ autolabel`` input folder: pairs.json, labels/{visible,infrared}, masks/."""
+    try:
+        pairs = json.loads(_existing(folder / 'pairs.json', 'autolabel pair list').read_text())
+        classes = json.loads(_existing(folder / 'provenance.json', 'autolabel provenance')
+                             .read_text())['classes']
+        names = (list(classes['detection']), list(classes['segmentation']),
+                 classes.get('palette'))
+        det = names[0]
+        items = []
+        for entry in pairs['pairs']:
+            name = entry['name']
+            pair = PairPaths(Path(entry['rgb']), Path(entry['ir']), name)
+            txts = [_existing(folder / 'labels' / m / f'{name}.txt')
+                    for m in ('visible', 'infrared')]
+            mask = folder / 'masks' / f'{name}.png' if entry.get('mask') else None
+            items.append(LabelledPairFiles(
+                pair, _existing(mask, 'label image') if mask else None,
+                *(partial(read_yolo_boxes, t, num_classes=len(det)) for t in txts)))
+    except (KeyError, TypeError, json.JSONDecodeError) as err:
+        raise ValueError(f'{folder}: not a univ autolabel output ({err!r})') from err
+    return items, names
+
+
+def open_autolabel(root: str | Path) -> LabelledPairs:
+    """Labels written by ``univ autolabel``: one input's folder, or the --out folder of many.
+
+    Items carry the boxes of both modalities and the mask; ``class_names`` are the detection
+    classes and ``seg_class_names`` the mask's.
+    """
+    root = Path(root)
+    folders = [root] if (root / 'pairs.json').is_file() else sorted(
+        p.parent for p in root.glob('*/pairs.json'))
+    if not folders:
+        raise FileNotFoundError(f'{root}: no univ autolabel output (pairs.json) in it or its '
+                                'subfolders')
+    items, names = [], None
+    for folder in folders:
+        found, found_names = _autolabel_input(folder)
+        if names not in (None, found_names):
+            raise ValueError(f'{folder}: its classes {found_names} differ from {names}')
+        names = found_names
+        items += found
+    return LabelledPairs(items, *names)
 
 
 LAYOUTS = {  # format -> (lister of labelled pairs, class names)
@@ -324,8 +388,11 @@ def open_labelled_dataset(root: str | Path, format: str, split: str) -> Labelled
     Returns:
         LabelledPairs yielding numpy sample dicts; its `class_names` name the class ids.
     """
+    if format == 'autolabel':
+        return open_autolabel(root)
     if format not in LAYOUTS:
-        raise ValueError(f'unknown dataset format {format!r}; expected one of {list(LAYOUTS)}')
+        raise ValueError(f'unknown dataset format {format!r}; expected one of '
+                         f"{[*LAYOUTS, 'autolabel']}")
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f'dataset folder {root} not found')

@@ -16,7 +16,13 @@ import torch
 from torch.utils.data import Dataset
 
 from univ_core.data.io import read_pair
-from univ_core.data.transforms import PairedRandomResizedCrop, rgb_to_tensor, thermal_to_tensor
+from univ_core.data.thermal import ThermalNorm
+from univ_core.data.transforms import (
+    PairedRandomResizedCrop,
+    rgb_to_tensor,
+    thermal_to_tensor,
+    thermal_to_unit,
+)
 
 IMAGE_SUFFIXES = frozenset({'.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff'})
 LAYOUTS = {  # layout -> what its root must hold (named in errors)
@@ -232,7 +238,7 @@ class PairedRgbtDataset(Dataset):
 
     def __init__(self, pairs: Sequence[PairPaths], size: int = 224, train: bool = True,
                  seed: int = 0, crop: PairedRandomResizedCrop | None = None,
-                 thermal_range: tuple[float, float] | None = None) -> None:
+                 thermal_norm: ThermalNorm | None = None) -> None:
         """Build the dataset.
 
         Args:
@@ -241,8 +247,9 @@ class PairedRgbtDataset(Dataset):
             train: random (True) or deterministic centre (False) geometry.
             seed: >= 0, base of the per-item seeds.
             crop: geometry (default: the official UNIV crop at ``size``).
-            thermal_range: raw (low, high) thermal values mapped to [0, 1] (default: the
-                full range of the dtype).
+            thermal_norm: how 16-bit / float thermal maps to [0, 1] (default: the
+                Predictor's default, per-frame percentiles); applied to the whole frame before
+                the crop, as the Predictor sees whole frames.
         """
         if not pairs:
             raise ValueError('PairedRgbtDataset: no pairs given')
@@ -251,7 +258,7 @@ class PairedRgbtDataset(Dataset):
         self.pairs = list(pairs)
         self.train, self.seed, self.epoch = train, seed, 0
         self.crop = crop if crop is not None else PairedRandomResizedCrop(size=size)
-        self.thermal_range = thermal_range
+        self.thermal_norm = thermal_norm
 
     def __len__(self) -> int:
         return len(self.pairs)
@@ -268,10 +275,11 @@ class PairedRgbtDataset(Dataset):
         index = range(len(self.pairs))[index]  # IndexError outside, negatives allowed
         pair = self.pairs[index]
         rgb, thermal = load_pair(pair)
+        unit = thermal_to_unit(thermal, self.thermal_norm)  # (H, W) float32 in [0, 1]
         generator = np.random.default_rng([self.seed, epoch, index]) if self.train else None
-        crop = self.crop(rgb, thermal, generator)
-        return {'rgb': rgb_to_tensor(crop.rgb),
-                'ir': thermal_to_tensor(crop.ir, self.thermal_range), 'name': pair.name}
+        crop = self.crop(rgb, unit, generator)
+        return {'rgb': rgb_to_tensor(crop.rgb), 'ir': thermal_to_tensor(crop.ir),
+                'name': pair.name}
 
 
 def _name_hash(name: str, seed: int) -> float:

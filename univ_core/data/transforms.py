@@ -15,6 +15,8 @@ import cv2
 import numpy as np
 import torch
 
+from univ_core.data.thermal import ThermalNorm
+
 RGB_MEAN = (0.485, 0.456, 0.406)  # ImageNet mean of [0, 1] RGB
 RGB_STD = (0.229, 0.224, 0.225)  # ImageNet std of [0, 1] RGB
 IR_MEAN = 0.5338  # UNIV thermal mean of [0, 1] intensities (configs/mcmae.yaml)
@@ -41,44 +43,34 @@ def rgb_to_tensor(rgb: np.ndarray) -> torch.Tensor:
     return (x - mean) / std
 
 
-def thermal_to_unit(thermal: np.ndarray,
-                    value_range: tuple[float, float] | None = None) -> np.ndarray:
-    """Thermal intensities -> [0, 1].
+def thermal_to_unit(thermal: np.ndarray, norm: ThermalNorm | None = None) -> np.ndarray:
+    """Thermal intensities -> [0, 1], exactly as the Predictor maps them (one definition).
 
     Args:
         thermal: (H, W) uint8 | uint16 | float.
-        value_range: (low, high) raw values mapped to (0, 1), clipped outside. Default: 0..255
-            for uint8, 0..65535 for uint16, and floats taken as already in [0, 1].
+        norm: how 16-bit / float images map (default ``ThermalNorm()``: per-frame percentiles,
+            the node's default); 8-bit images are divided by 255.
 
     Returns:
         (H, W) float32.
     """
     if thermal.ndim != 2:
         raise ValueError(f'thermal: expected (H, W), got shape {thermal.shape}')
-    if value_range is None:
-        if thermal.dtype == np.uint8:
-            value_range = (0.0, 255.0)
-        elif thermal.dtype == np.uint16:
-            value_range = (0.0, 65535.0)
-        elif np.issubdtype(thermal.dtype, np.floating):
-            return thermal.astype(np.float32)
-        else:
-            raise ValueError(f'thermal: dtype {thermal.dtype} needs an explicit value_range')
-    low, high = value_range
-    if not high > low:
-        raise ValueError(f'value_range: high must exceed low, got {value_range}')
-    return ((thermal.astype(np.float32) - low) / (high - low)).clip(0.0, 1.0)
+    raw = torch.from_numpy(np.ascontiguousarray(thermal).astype(np.float32))[None]  # (1, H, W)
+    return (norm or ThermalNorm()).apply(raw, thermal.dtype == np.uint8)[0].numpy()
 
 
-def thermal_to_tensor(thermal: np.ndarray,
-                      value_range: tuple[float, float] | None = None) -> torch.Tensor:
-    """(H, W) uint8 | uint16 | float thermal -> (3, H, W) float32, UNIV-normalised.
+def thermal_to_tensor(unit: np.ndarray) -> torch.Tensor:
+    """(H, W) float thermal in [0, 1] (:func:`thermal_to_unit`) -> (3, H, W) float32.
 
-    The one channel is scaled to [0, 1] by :func:`thermal_to_unit`, normalised with
-    IR_MEAN / IR_STD and replicated to 3 channels (the ViT's RGB patch embedding).
+    Normalised with IR_MEAN / IR_STD and replicated to 3 channels (the ViT's RGB patch
+    embedding), as the Predictor's preprocessing does.
     """
-    unit = torch.from_numpy(thermal_to_unit(thermal, value_range))  # (H, W) in [0, 1]
-    return ((unit - IR_MEAN) / IR_STD).expand(3, -1, -1).contiguous()  # (3, H, W)
+    if unit.dtype not in (np.float32, np.float64):
+        raise ValueError(f'thermal_to_tensor: expected [0, 1] floats from thermal_to_unit, got '
+                         f'{unit.dtype}')
+    x = torch.from_numpy(np.ascontiguousarray(unit, np.float32))  # (H, W)
+    return ((x - IR_MEAN) / IR_STD).expand(3, -1, -1).contiguous()  # (3, H, W)
 
 
 def _uniform(generator: Generator, low: float, high: float) -> float:

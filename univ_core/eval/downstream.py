@@ -30,29 +30,32 @@ def detection_truth(sample: dict, modality: str) -> dict:
     return {'rgb': rgb, 'ir': ir}[modality]
 
 
-def evaluate(task: str, predictor, data, modalities: list[str],
-             overlays: int = 0) -> tuple[dict, list]:
+def evaluate(task: str, predictor, data, modalities: list[str], overlays: int = 0,
+             class_names: list[str] | None = None) -> tuple[dict, list]:
     """Metrics per modality; also up to ``overlays`` (sample, modality, prediction) to draw.
 
     mAP is computed from the Predictor's scoring detections (down to its
     ``eval_score_threshold``, COCO protocol); overlays show the deployment cut.
     """
-    meters = {m: (DetectionMeter(data.class_names) if task == 'det'
-                  else SegmentationMeter(data.class_names)) for m in modalities}
+    if class_names is None:  # a set with boxes and masks names its mask ids apart
+        seg_names = getattr(data, 'seg_class_names', None)
+        class_names = seg_names if task == 'seg' and seg_names else data.class_names
+    meters = {m: (DetectionMeter(class_names) if task == 'det'
+                  else SegmentationMeter(class_names)) for m in modalities}
     shown = []
     for index in tqdm(range(len(data)), desc=f'eval {task}', unit='pair', leave=False):
         sample = data[index]
+        modes = tuple(MODES[m] for m in modalities)
+        preds = predictor.predict_modes(sample['rgb'], sample['thermal'], modes,
+                                        scoring=task == 'det')
         for modality in modalities:
-            mode = MODES[modality]
-            pred = predictor.predict(sample['rgb'] if mode != 'thermal' else None,
-                                     sample['thermal'] if mode != 'rgb' else None, mode,
-                                     scoring=task == 'det')
+            pred = preds[MODES[modality]]
             if task == 'det':
                 det = pred.detections
-                pred = replace(pred, detections=det.above(predictor.config.score_threshold))
                 meters[modality].update(
                     [{'boxes': det.boxes, 'scores': det.scores, 'labels': det.class_ids}],
                     [detection_truth(sample, modality)])
+                pred = replace(pred, detections=det.above(predictor.config.score_threshold))
             else:
                 meters[modality].update(pred.mask, sample['mask'])
             if len(shown) < overlays:

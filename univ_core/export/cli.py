@@ -4,6 +4,7 @@ Examples::
 
     univ export --model model.safetensors --format onnx --out univ.onnx --input-size 518 644
     univ export --format safetensors --from-pretrain runs/pretrain --out univ_backbone.safetensors
+    univ export --format lora --from-pretrain runs/pretrain_univ --out univ_lora.safetensors
 
 TensorRT: build the engine ON the vehicle from the .onnx (the command is printed after export;
 see :mod:`univ_core.export.onnx`). The build takes minutes: log it, never do it at node start.
@@ -15,8 +16,9 @@ from pathlib import Path
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """CLI flags of ``univ export``."""
-    parser.add_argument('--format', choices=('onnx', 'safetensors'), required=True,
-                        help='onnx: backbone + heads graph; safetensors: merged LoRA backbone')
+    parser.add_argument('--format', choices=('onnx', 'safetensors', 'lora'), required=True,
+                        help='onnx: backbone + heads graph; safetensors: merged LoRA backbone; '
+                        'lora: the fp16 adapter alone (+ sidecar JSON)')
     parser.add_argument('--out', type=Path, required=True, help='file to write (atomically)')
     parser.add_argument('--model', default='',
                         help="onnx: UNIV model file ('' = the default model)")
@@ -26,18 +28,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help='onnx: batch traced and verified (the batch axis stays dynamic)')
     parser.add_argument('--opset', type=int, default=17, help='onnx: opset (17 or 18)')
     parser.add_argument('--from-pretrain', type=Path, metavar='RUN_DIR',
-                        help='safetensors: univ pretrain output folder holding last.pt')
+                        help='safetensors/lora: univ pretrain output folder holding last.pt')
+    parser.add_argument('--snapshot', type=Path,
+                        help='lora: a lora_stepNNNNN.safetensors of the run instead of last.pt')
     parser.add_argument('--tolerance', type=float, default=1e-3,
                         help='largest max abs difference to PyTorch accepted')
 
 
 def main(args: argparse.Namespace) -> int:
     """Entry point of ``univ export``."""
+    if args.format in ('safetensors', 'lora') and args.from_pretrain is None:
+        raise ValueError(f'--format {args.format} needs --from-pretrain RUN_DIR')
+    if args.format == 'lora':
+        from univ_core.export.merge import export_adapter
+
+        record = export_adapter(args.from_pretrain, args.out, args.snapshot)
+        print(f"univ export: adapter of {args.from_pretrain} (step {record['step']}) -> "
+              f"{args.out} ({record['lora_parameters']:,} parameters, merged vs unmerged max "
+              f"abs diff {record['merge_max_abs_diff']:.3g})")
+        return 0
     if args.format == 'safetensors':
         from univ_core.export.merge import merge_pretrain_run
 
-        if args.from_pretrain is None:
-            raise ValueError('--format safetensors needs --from-pretrain RUN_DIR')
         diff = merge_pretrain_run(args.from_pretrain, args.out, args.tolerance)
         print(f'univ export: merged LoRA of {args.from_pretrain} -> {args.out} '
               f'(merged vs unmerged max abs diff {diff:.3g})')

@@ -1,13 +1,85 @@
-"""Merge a ``univ pretrain`` run's LoRA (``last.pt``) into a plain timm backbone safetensors."""
+"""A ``univ pretrain`` run's LoRA: merged into a plain timm backbone, or saved as an adapter.
 
+Both verify that the merged backbone gives the unmerged student's tokens (max abs difference
+on random images) before writing anything.
+"""
+
+import json
 from pathlib import Path
 
 import torch
+from safetensors import safe_open
 
 from univ_core.models.lora import merge_lora
-from univ_core.train.checkpoint import load_state, save_safetensors
-from univ_core.train.config import from_dict
-from univ_core.train.pretrain import PretrainConfig, build_models, load_lora_strict
+from univ_core.models.weights import file_sha256, load_state_dict_file
+from univ_core.train.checkpoint import load_state, save_safetensors, write_json
+from univ_core.train.config import from_dict, to_dict
+from univ_core.train.pretrain import PretrainConfig, build_models, load_lora_strict, lora_state
+
+
+def _run_student(run_dir: Path, snapshot: Path | None = None):
+    """(config, step, LoRA student in eval mode) of a run: from last.pt or a LoRA snapshot."""
+    checkpoint = Path(run_dir) / 'last.pt'
+    state = load_state(checkpoint)
+    if 'lora' not in state or 'config' not in state:
+        raise ValueError(f'{checkpoint}: not a univ pretrain checkpoint (no lora / config)')
+    cfg = from_dict(PretrainConfig, state['config'], f'{checkpoint}:config')
+    if cfg.weights == 'none':
+        raise ValueError(f'{checkpoint}: the run started from random weights (weights: none), '
+                         'which LoRA tensors alone cannot rebuild')
+    lora, step = state['lora'], state.get('step', '?')
+    if snapshot is not None:
+        lora = load_state_dict_file(snapshot)
+        with safe_open(str(snapshot), 'pt') as f:
+            step = (f.metadata() or {}).get('step', step)
+    _, student = build_models(cfg, torch.device('cpu'))
+    load_lora_strict(student, lora, str(snapshot or checkpoint))
+    return cfg, step, student.eval()  # eval: LoRA dropout off
+
+
+def merge_difference(student, merged, size: tuple[int, int], seed: int = 0) -> float:
+    """Max abs difference of the patch tokens, merged vs unmerged, on two random images."""
+    images = torch.randn(2, 3, *size, generator=torch.Generator().manual_seed(seed))
+    with torch.inference_mode():
+        return float((student(images) - merged(images)).abs().max())
+
+
+def export_adapter(run_dir: Path, out: Path, snapshot: Path | None = None,
+                   tolerance: float = 1e-4) -> dict:
+    """Write the run's LoRA as an fp16 adapter (``univ_weights.save_lora``) + sidecar JSON.
+
+    The fp16 tensors are what is verified: merged (teacher + fp16 delta) vs unmerged student
+    with the same fp16 delta.
+
+    Returns:
+        The sidecar record (command, run, data, steps, sha256, merge difference).
+    """
+    import sys
+
+    from univ_core.models.univ_weights import save_lora
+    from univ_core.train.default_model import git_commit
+
+    cfg, step, student = _run_student(run_dir, snapshot)
+    half = {n: p.detach().half().float() for n, p in lora_state(student).items()}
+    load_lora_strict(student, half, 'fp16 adapter')
+    diff = merge_difference(student, merge_lora(student), cfg.img_size)
+    if diff > tolerance:
+        raise ValueError(f'{run_dir}: merged adapter differs from the student by {diff} > '
+                         f'{tolerance}; not written')
+    save_lora(out, half, cfg.arch, cfg.lora, {'step': str(step)})
+    pairs = json.loads((Path(run_dir) / 'pairs.json').read_text())
+    record = {
+        'file': Path(out).name, 'sha256': file_sha256(out),
+        'command': 'univ ' + ' '.join(sys.argv[1:]), 'commit': git_commit(),
+        'run': str(run_dir), 'step': step, 'config': to_dict(cfg),
+        'data': {'sources': [s.root for s in cfg.sources], 'train_pairs': len(pairs['train']),
+                 'heldout_pairs': [Path(rgb).stem for rgb, _ in pairs['heldout']],
+                 'excluded_pairs': list(cfg.exclude)},
+        'lora_parameters': sum(t.numel() for t in half.values()),
+        'merge_max_abs_diff': diff,
+    }
+    write_json(Path(out).with_suffix('.json'), record)
+    return record
 
 
 def merge_pretrain_run(run_dir: Path, out: Path, tolerance: float = 1e-3,
@@ -23,25 +95,13 @@ def merge_pretrain_run(run_dir: Path, out: Path, tolerance: float = 1e-3,
     Returns:
         Max abs difference of the patch tokens, merged vs unmerged, on two random images.
     """
-    checkpoint = Path(run_dir) / 'last.pt'
-    state = load_state(checkpoint)
-    if 'lora' not in state or 'config' not in state:
-        raise ValueError(f'{checkpoint}: not a univ pretrain checkpoint (no lora / config)')
-    cfg = from_dict(PretrainConfig, state['config'], f'{checkpoint}:config')
-    if cfg.weights == 'none':
-        raise ValueError(f'{checkpoint}: the run started from random weights (weights: none), '
-                         'which LoRA tensors alone cannot rebuild')
-    _, student = build_models(cfg, torch.device('cpu'))
-    load_lora_strict(student, state['lora'], str(checkpoint))
-    student.eval()  # LoRA dropout off
+    cfg, step, student = _run_student(run_dir)
     merged = merge_lora(student)
-    images = torch.randn(2, 3, *cfg.img_size, generator=torch.Generator().manual_seed(seed))
-    with torch.inference_mode():
-        diff = float((student(images) - merged(images)).abs().max())
+    diff = merge_difference(student, merged, cfg.img_size, seed)
     if diff > tolerance:
-        raise ValueError(f'{checkpoint}: merged backbone differs from LoRA by {diff} > '
+        raise ValueError(f'{run_dir}: merged backbone differs from LoRA by {diff} > '
                          f'{tolerance}; not written')
-    meta = {'format': 'univ-merged', 'arch': cfg.arch, 'step': str(state.get('step', '?')),
+    meta = {'format': 'univ-merged', 'arch': cfg.arch, 'step': str(step),
             'merge_max_abs_diff': f'{diff:.3g}'}
     save_safetensors(Path(out), merged.backbone.state_dict(), meta)
     return diff

@@ -2,8 +2,9 @@
 
 from pathlib import Path
 
-from univ_core.inference.predictor import Detections, Prediction, Predictor, PredictorConfig
-from univ_core.inference.thermal import ThermalNorm
+from univ_core.data.thermal import ThermalNorm
+from univ_core.inference.config import PredictorConfig
+from univ_core.inference.predictor import Detections, Prediction, Predictor
 
 __all__ = ['Detections', 'Prediction', 'Predictor', 'PredictorConfig', 'ThermalNorm',
            'load_predictor']

@@ -16,11 +16,13 @@ import torch
 from torch import nn
 
 from univ_core.export.onnx import INPUT_NAME, ONNX_META_KEY, DecodeInfo
+from univ_core.inference.precision import int8_reduce_range
 from univ_core.models.heads import decode_points
 from univ_core.models.model_file import SPEC_KEY, ModelSpec
 
 if TYPE_CHECKING:
-    from univ_core.inference.predictor import Predictor, PredictorConfig
+    from univ_core.inference.config import PredictorConfig
+    from univ_core.inference.predictor import Predictor
 
 
 def decode_fcos(raw: dict[str, torch.Tensor], info: DecodeInfo, score_thresh: float,
@@ -144,7 +146,7 @@ class OnnxPerceptionModel(nn.Module):
         return outputs
 
 
-def quantize_int8(source: bytes | str) -> bytes:
+def quantize_int8(source: bytes | str, reduce_range: bool | None = None) -> bytes:
     """The graph with its weight MatMuls quantised dynamically to int8 (onnxruntime).
 
     Weights are quantised once, per output channel; activations per tensor at run time
@@ -153,6 +155,9 @@ def quantize_int8(source: bytes | str) -> bytes:
     activation x activation MatMuls stay fp32 (int8 there flipped a third of the mask pixels
     for no speed), and so do convolutions (int8 ones ran slower). Outputs differ from fp32
     (see bench/RESULTS.md).
+
+    ``reduce_range`` (default: where the CPU lacks VNNI, :mod:`~univ_core.inference.precision`)
+    quantises weights to 7 bits, which AVX2's u8 x s8 int16 pair sums cannot saturate.
     """
     import logging
     import tempfile
@@ -169,7 +174,9 @@ def quantize_int8(source: bytes | str) -> bytes:
         try:
             quantize_dynamic(fp32 if isinstance(source, bytes) else Path(source), int8,
                              weight_type=QuantType.QInt8, op_types_to_quantize=['MatMul'],
-                             per_channel=True)
+                             per_channel=True,
+                             reduce_range=int8_reduce_range() if reduce_range is None
+                             else reduce_range)
         finally:
             root.setLevel(level)
         return int8.read_bytes()

@@ -8,76 +8,21 @@ Output frame: ``rgb`` and ``fused`` outputs are in the RGB image's pixels (the r
 ``thermal`` outputs are in the thermal image's pixels.
 """
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from univ_core.inference.box_fusion import SCORE_RULES, fuse_boxes, suppress_duplicates
+from univ_core.inference.box_fusion import fuse_boxes, suppress_duplicates
+from univ_core.inference.config import INT8_NEEDS, PredictorConfig
 from univ_core.inference.geometry import as_homography, transform_boxes, warp, warp_grid
 from univ_core.inference.overlay import default_palette
+from univ_core.inference.precision import resolve_precision
 from univ_core.inference.preprocess import Preprocessor
-from univ_core.inference.thermal import ThermalNorm
 from univ_core.inference.validation import check_rgb, check_thermal
 
 MODES = ('rgb', 'thermal', 'fused')
-BACKENDS = ('torch', 'onnxruntime')
-PRECISIONS = ('fp32', 'bf16', 'fp16', 'int8')
-INT8_NEEDS = ('precision int8: needs backend onnxruntime on the CPU (dynamic int8 MatMuls); on '
-              'a GPU use fp16 or a TensorRT engine')
-
-
-@dataclass
-class PredictorConfig:
-    """Run-time settings (the model file holds architecture, classes and input size)."""
-
-    model: str = ''  # UNIV model file (univ finetune); '' = the default model in the cache
-    device: str = 'auto'  # auto | cpu | cuda | cuda:N
-    # fp32 | bf16 | fp16 (torch autocast; CPU runs fp32 or bf16) | int8 (onnxruntime on CPU:
-    # the graph's MatMuls quantised dynamically, per-channel weights; see onnx_backend)
-    precision: str = 'fp32'
-    input_size: tuple[int, int] | None = None  # model input (H, W); None: the model file's
-    score_threshold: float = 0.3  # deployment: detections below are not returned (published)
-    # mAP (COCO protocol) is computed from every detection down to this score, up to
-    # max_detections per image (``predict(..., scoring=True)``), never from the deployment cut
-    eval_score_threshold: float = 0.001
-    nms_iou: float = 0.5  # class-wise NMS IoU within one image
-    duplicate_iou: float = 0.7  # a box overlapping a better box of another class more: dropped
-    fusion_iou: float = 0.55  # fused: RGB + thermal boxes of a class overlapping more are fused
-    fusion_rule: str = 'noisy_or'  # fused score of a cluster: noisy_or | avg | max (box_fusion)
-    max_detections: int = 100  # per image
-    thermal_norm: ThermalNorm = field(default_factory=ThermalNorm)
-    homography: tuple[float, ...] | None = None  # 9 values: thermal pixel -> RGB pixel
-    compile: bool = False  # torch.compile the model (static shapes; warm-up pays the cost)
-    channels_last: bool = False  # torch: NHWC memory format for the conv pyramid and heads
-    backend: str = 'torch'  # torch | onnxruntime (.onnx model file, or exported at start)
-
-    def __post_init__(self) -> None:
-        if self.precision not in PRECISIONS:
-            raise ValueError(f'precision: expected one of {PRECISIONS}, got {self.precision!r}')
-        if self.backend not in BACKENDS:
-            raise ValueError(f'backend: expected one of {BACKENDS}, got {self.backend!r}')
-        if self.backend == 'onnxruntime' and (self.compile or self.precision in ('bf16', 'fp16')):
-            raise ValueError('backend onnxruntime: runs the exported graph in fp32 or int8; '
-                             'compile and precision bf16/fp16 are torch settings (TensorRT: '
-                             'see univ export)')
-        if self.precision == 'int8' and (self.backend != 'onnxruntime'
-                                         or self.device.startswith('cuda')):
-            raise ValueError(INT8_NEEDS)
-        if not (0 <= self.eval_score_threshold <= 1 and 0 <= self.score_threshold <= 1):
-            raise ValueError(f'score_threshold and eval_score_threshold must be in [0, 1], got '
-                             f'{self.score_threshold}, {self.eval_score_threshold}')
-        for name in ('nms_iou', 'duplicate_iou', 'fusion_iou'):
-            if not 0 < getattr(self, name) <= 1:
-                raise ValueError(f'{name} must be in (0, 1], got {getattr(self, name)}')
-        if self.fusion_rule not in SCORE_RULES:
-            raise ValueError(f'fusion_rule: expected one of {SCORE_RULES}, '
-                             f'got {self.fusion_rule!r}')
-        if isinstance(self.thermal_norm, dict):
-            self.thermal_norm = ThermalNorm(**self.thermal_norm)
-        if self.homography is not None:
-            self.homography = tuple(as_homography(self.homography).reshape(-1).tolist())
 
 
 @dataclass
@@ -131,8 +76,13 @@ class Predictor:
                                    else 'cpu' if device == 'auto' else device)
         self.input_size = tuple(self.config.input_size or input_size)
         self.seg_classes, self.det_classes = seg_classes, det_classes
+        # 'auto' resolved for this device and CPU (precision.py); what actually runs
+        self.precision = resolve_precision(self.config.precision, self.config.backend,
+                                           self.device.type)
+        if self.config.num_threads:
+            torch.set_num_threads(self.config.num_threads)
         self.model = self._prepare(model)
-        self._dtype = {'bf16': torch.bfloat16, 'fp16': torch.float16}.get(self.config.precision)
+        self._dtype = {'bf16': torch.bfloat16, 'fp16': torch.float16}.get(self.precision)
         self.preprocess = Preprocessor(self.input_size, self.config.thermal_norm, self.device)
         self._h = (None if self.config.homography is None else
                    as_homography(self.config.homography))
@@ -173,12 +123,49 @@ class Predictor:
         self._check_sizes(rgbs, thermals, mode)
         batch = [self.preprocess.rgb(rgbs)] if rgbs else []
         batch += [self.preprocess.thermal(thermals)] if thermals else []
-        threshold = self.config.score_threshold
-        if scoring:  # a deployment cut below the eval one (0: keep all) keeps its boxes too
-            threshold = min(threshold, self.config.eval_score_threshold)
+        threshold = self._threshold(scoring)
         with torch.inference_mode():
-            out = self.forward(torch.cat(batch), threshold)
+            out = self.forward(torch.cat(batch), self._candidates(threshold, mode == 'fused'))
             return self._postprocess(out, rgbs, thermals, mode, note, threshold)
+
+    def predict_modes(self, rgb: np.ndarray, thermal: np.ndarray,
+                      modes: tuple[str, ...] = MODES,
+                      scoring: bool = False) -> dict[str, Prediction]:
+        """Several modes of one pair from ONE forward of its two images (evaluation, replay).
+
+        Equal to ``predict(rgb, thermal, mode, scoring)`` per mode, at the cost of one call.
+        """
+        unknown = set(modes) - set(MODES)
+        if unknown:
+            raise ValueError(f'modes: expected some of {MODES}, got {sorted(unknown)}')
+        rgbs, thermals = [check_rgb(rgb, 'rgb')], [check_thermal(thermal, 'thermal')]
+        if 'fused' in modes:
+            self._check_sizes(rgbs, thermals, 'fused')
+        threshold = self._threshold(scoring)
+        rows = {'rgb': slice(0, 1), 'thermal': slice(1, 2), 'fused': slice(0, 2)}
+        with torch.inference_mode():
+            out = self.forward(torch.cat([self.preprocess.rgb(rgbs),
+                                          self.preprocess.thermal(thermals)]),
+                               self._candidates(threshold, 'fused' in modes))
+            return {mode: self._postprocess({k: v[rows[mode]] for k, v in out.items()},
+                                            rgbs if mode != 'thermal' else [],
+                                            thermals if mode != 'rgb' else [], mode, '',
+                                            threshold)[0] for mode in modes}
+
+    def _threshold(self, scoring: bool) -> float:
+        """The score cut of a call: deployment, or the eval one when scoring (the lower)."""
+        if scoring:  # a deployment cut below the eval one (0: keep all) keeps its boxes too
+            return min(self.config.score_threshold, self.config.eval_score_threshold)
+        return self.config.score_threshold
+
+    def _candidates(self, threshold: float, fused: bool) -> float:
+        """The model's own cut: fusion sees every candidate down to the eval threshold.
+
+        Two weak boxes of one object can fuse above the deployment cut, and the deployment
+        output must equal the scoring output cut there, so fused calls always fuse the same
+        candidates and cut afterwards (single-camera cuts commute with NMS).
+        """
+        return min(threshold, self.config.eval_score_threshold) if fused else threshold
 
     def forward(self, images: torch.Tensor, score_threshold: float | None = None) -> dict:
         """The model on a preprocessed batch: images (B, 3, h, w) float32 on the device."""
@@ -209,11 +196,11 @@ class Predictor:
         if self.config.backend == 'onnxruntime':
             from univ_core.inference.onnx_backend import as_onnx_model
 
-            if self.config.precision == 'int8' and self.device.type != 'cpu':  # device 'auto'
+            if self.precision == 'int8' and self.device.type != 'cpu':  # device 'auto'
                 raise ValueError(f'{INT8_NEEDS} (device {self.device})')
 
             return as_onnx_model(model, self.input_size, self.device,
-                                 int8=self.config.precision == 'int8').eval()
+                                 int8=self.precision == 'int8').eval()
         model = model.to(self.device).eval()
         if self.config.channels_last:
             model = model.to(memory_format=torch.channels_last)
@@ -288,9 +275,8 @@ class Predictor:
 
         Args:
             cameras: per camera [boxes (K, 4), scores (K,), labels (K,)] on the host, in the
-                output frame's pixels, each already thresholded and NMS-ed by the model.
-            threshold: the score cut of this call (fusion can lower a score below it only
-                with ``fusion_rule: avg``).
+                output frame's pixels, NMS-ed by the model at a cut <= ``threshold``.
+            threshold: the score cut of this call, applied after fusion.
         """
         cfg = self.config
         if not cameras:
@@ -300,8 +286,8 @@ class Predictor:
         else:
             b, s, lab = fuse_boxes(*zip(*cameras, strict=True), iou=cfg.fusion_iou,
                                    rule=cfg.fusion_rule)
-            keep = np.flatnonzero(s >= threshold)
-            b, s, lab = b[keep], s[keep], lab[keep]
+        cut = np.flatnonzero(s >= threshold)  # fused candidates, or a lower model cut
+        b, s, lab = b[cut], s[cut], lab[cut]
         keep = suppress_duplicates(b, s, cfg.duplicate_iou)[: cfg.max_detections]
         names = [self.det_classes[k] if k < len(self.det_classes or []) else str(k)
                  for k in lab[keep].tolist()]

@@ -7,8 +7,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from univ_core.data.thermal import ThermalNorm
 from univ_core.data.transforms import IR_MEAN, IR_STD, RGB_MEAN, RGB_STD
-from univ_core.inference.thermal import ThermalNorm
 
 
 class Preprocessor:

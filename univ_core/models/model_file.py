@@ -1,16 +1,24 @@
-"""One UNIV model file: backbone + heads in safetensors, with a JSON spec in its metadata."""
+"""One UNIV model file: backbone + heads in safetensors, with a JSON spec in its metadata.
+
+Two forms: a full file (every tensor, fp32: what ``univ finetune`` writes), or a compact one
+(``spec.lora`` set: fp16 heads plus the LoRA delta of the backbone, which is rebuilt at load
+from the embedded teacher + the delta, merged once and cached by content; ~3 MB instead of
+~90 MB: the shipped default model).
+"""
 
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import torch
 from safetensors import safe_open
 
 from univ_core.models.perception import PerceptionModel, create_perception_model
-from univ_core.models.weights import cache_dir
 from univ_core.train.checkpoint import save_safetensors
 
 SPEC_KEY = 'univ_model'
+LORA_PREFIX = 'lora.'  # compact files: the backbone's LoRA tensors under this prefix
+DEFAULT_MODEL = Path(__file__).resolve().parents[1] / 'weights' / 'default_model.safetensors'
 
 
 @dataclass
@@ -24,6 +32,7 @@ class ModelSpec:
     head_channels: int = 256  # width of pyramid and heads
     backbone_overrides: dict = field(default_factory=dict)  # extra timm args (toy models)
     palette: list[list[int]] | None = None  # RGB colour per seg class (None: a default one)
+    lora: dict | None = None  # compact file: LoraSettings of its 'lora.*' backbone delta
 
     def __post_init__(self) -> None:
         self.input_size = tuple(self.input_size)
@@ -32,8 +41,8 @@ class ModelSpec:
 
 
 def default_model_path() -> Path:
-    """Where ``univ demo`` leaves the default model (detection head trained on the demo data)."""
-    return cache_dir() / 'default_model.safetensors'
+    """The shipped default model (``univ train-default`` reproduces it)."""
+    return DEFAULT_MODEL
 
 
 def build_model(spec: ModelSpec, weights: str = 'none') -> PerceptionModel:
@@ -45,9 +54,25 @@ def build_model(spec: ModelSpec, weights: str = 'none') -> PerceptionModel:
         head_channels=spec.head_channels, **spec.backbone_overrides)
 
 
-def save_model(path: Path, model: PerceptionModel, spec: ModelSpec) -> Path:
-    """Atomically write all of ``model``'s tensors and ``spec``."""
-    return save_safetensors(Path(path), model.state_dict(), {SPEC_KEY: json.dumps(asdict(spec))})
+def save_model(path: Path, model: PerceptionModel, spec: ModelSpec,
+               lora: dict[str, torch.Tensor] | None = None) -> Path:
+    """Atomically write ``model`` and ``spec``: every tensor, or (``lora`` given) the compact form.
+
+    Args:
+        path: the .safetensors file.
+        model: the model; its backbone must equal the teacher merged with ``lora``.
+        spec: written as metadata (``spec.lora`` is set from ``lora`` by the caller).
+        lora: the backbone's LoRA delta (names as ``univ pretrain`` saves them): heads are then
+            stored in fp16 beside it and the backbone is not stored.
+    """
+    if lora is None:
+        return save_safetensors(Path(path), model.state_dict(),
+                                {SPEC_KEY: json.dumps(asdict(spec))})
+    if not spec.lora:
+        raise ValueError('save_model: a LoRA delta needs spec.lora (its LoraSettings)')
+    tensors = {f'{LORA_PREFIX}{k}': v.to(torch.float16) for k, v in lora.items()}
+    tensors |= {k: v.to(torch.float16) for k, v in model.head_state_dict().items()}
+    return save_safetensors(Path(path), tensors, {SPEC_KEY: json.dumps(asdict(spec))})
 
 
 def read_spec(path: Path) -> ModelSpec:
@@ -55,8 +80,8 @@ def read_spec(path: Path) -> ModelSpec:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(
-            f'no UNIV model at {path}: run `univ demo` (trains the default detection head) '
-            'or `univ finetune`, or pass a model file')
+            f'no UNIV model at {path}: `univ finetune` writes one, `univ train-default` '
+            'rebuilds the shipped default model')
     try:
         with safe_open(str(path), 'pt') as f:
             meta = f.metadata() or {}
@@ -73,5 +98,16 @@ def load_model(path: Path) -> tuple[PerceptionModel, ModelSpec]:
 
     spec = read_spec(path)
     model = build_model(spec)
-    model.load_state_dict(load_state_dict_file(Path(path)), strict=True)
+    state = {k: v.float() for k, v in load_state_dict_file(Path(path)).items()}
+    if spec.lora:
+        from univ_core.models.lora import LoraSettings
+        from univ_core.models.univ_weights import merged_path
+
+        lora = {k[len(LORA_PREFIX):]: v for k, v in state.items() if k.startswith(LORA_PREFIX)}
+        merged = merged_path(lora, spec.arch, LoraSettings(**spec.lora))
+        model.backbone.load_state_dict(load_state_dict_file(merged), strict=True)
+        model.load_head_state_dict({k: v for k, v in state.items()
+                                    if not k.startswith(LORA_PREFIX)})
+    else:
+        model.load_state_dict(state, strict=True)
     return model.eval(), spec

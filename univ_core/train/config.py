@@ -35,7 +35,22 @@ def from_dict(cls: type[T], data: dict[str, Any], where: str = 'config') -> T:
     if unknown:
         raise ValueError(f'{where}: unknown keys {unknown}; expected some of {sorted(fields)}')
     hints = typing.get_type_hints(cls)
+    data = {k: _with_defaults(fields[k], hints[k], v) for k, v in data.items()}
     return cls(**{k: _coerce(hints[k], v, f'{where}.{k}') for k, v in data.items()})
+
+
+def _with_defaults(f: dataclasses.Field, tp: Any, value: Any) -> Any:
+    """A partial dict for a nested dataclass field (``data.holdout=8``) on top of its default."""
+    if not (dataclasses.is_dataclass(tp) and isinstance(value, dict)):
+        return value
+    if f.default_factory is not dataclasses.MISSING:
+        default = f.default_factory()
+    elif f.default is not dataclasses.MISSING:
+        default = f.default
+    else:
+        return value
+    return {**dataclasses.asdict(default), **value} if dataclasses.is_dataclass(default) \
+        else value
 
 
 def load_config(cls: type[T], path: Path | None, overrides: list[str] = ()) -> T:

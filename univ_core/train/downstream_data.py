@@ -5,6 +5,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from univ_core.data.evaluation_pairs import is_evaluation_pair
 from univ_core.data.labelled import LabelledPairs, open_labelled_dataset
 from univ_core.data.paired import split_holdout
 from univ_core.inference.preprocess import Preprocessor
@@ -18,23 +19,34 @@ class Split:
     """Where the labelled data is and which part of it is held out for validation."""
 
     root: str  # dataset folder
-    format: str = 'msrs_det'  # msrs_seg | mfnet | msrs_det | m3fd | llvip | flir_aligned
+    format: str = 'msrs_det'  # a labelled.py format, or autolabel (univ autolabel output)
     split: str = 'train'  # native split to read
     holdout: int = 0  # pairs of that split held out for evaluation (stable, by name hash)
     seed: int = 0  # hashing seed of the holdout
+    # leave out the project's evaluation pairs (univ_core/data/evaluation_pairs.py): training
+    # on everything else never touches a pair any reported number is measured on
+    exclude_evaluation_pairs: bool = False
+    only: tuple[str, ...] = ()  # keep only these pair names (stems), e.g. evaluation pairs
 
 
 def open_split(spec: Split) -> tuple[LabelledPairs, LabelledPairs | None]:
     """(training pairs, held-out pairs or None)."""
     data = open_labelled_dataset(spec.root, spec.format, spec.split)
+    stem = lambda item: item.pair.name.rsplit('/', 1)[-1]  # noqa: E731
+    if spec.exclude_evaluation_pairs:
+        data = data.subset(lambda item: not is_evaluation_pair(item.pair.name))
+    if spec.only:
+        data = data.subset(lambda item: stem(item) in set(spec.only))
+    if not len(data):
+        raise ValueError(f'{spec.root}: no pairs left after exclude_evaluation_pairs / only')
     if not spec.holdout:
         return data, None
     train, held = split_holdout([it.pair for it in data.items], spec.holdout, seed=spec.seed)
     keep = {p.name for p in train}
     train_items = [it for it in data.items if it.pair.name in keep]
     held_items = [it for it in data.items if it.pair.name not in keep]
-    return (LabelledPairs(train_items, data.class_names),
-            LabelledPairs(held_items, data.class_names) if held else None)
+    names = (data.class_names, data.seg_class_names, data.palette)
+    return LabelledPairs(train_items, *names), LabelledPairs(held_items, *names) if held else None
 
 
 def model_inputs(sample: dict, modality: str, prep: Preprocessor) -> tuple[torch.Tensor, dict]:

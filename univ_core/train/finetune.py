@@ -1,8 +1,11 @@
-"""`univ finetune {seg,det}`: train segmentation / detection heads on a (UNIV) backbone.
+"""`univ finetune {seg,det,det+seg}`: train segmentation / detection heads on a backbone.
 
 Head-only training (``freeze_backbone``, the default, practical on a CPU) computes the frozen
-backbone's feature maps once and trains the pyramid + heads on them. Full fine-tuning runs the
-backbone every step with layer-wise lr decay (paper: AdamW 1e-4, decay 0.75).
+backbone's feature maps once per training view (:mod:`univ_core.train.views`) and trains the
+pyramid + heads on them; ``det+seg`` trains both heads on one pyramid with the losses summed.
+Full fine-tuning runs the backbone every step with layer-wise lr decay (paper: AdamW 1e-4,
+decay 0.75). With ``backbone: univ`` (the embedded teacher + the shipped UNIV adapter) and a
+frozen backbone, the model file is written compact: fp16 heads + the adapter's LoRA delta.
 """
 
 import argparse
@@ -15,29 +18,35 @@ import torch
 from tqdm import tqdm
 
 from univ_core.data.home import data_home
+from univ_core.data.thermal import ThermalNorm
 from univ_core.inference.preprocess import Preprocessor
-from univ_core.inference.thermal import ThermalNorm
-from univ_core.models.model_file import ModelSpec, build_model, default_model_path, save_model
+from univ_core.models.model_file import ModelSpec, build_model, save_model
+from univ_core.models.univ_weights import UNIV_ADAPTER, read_lora
 from univ_core.models.weights import DEFAULT_ARCH
 from univ_core.train.checkpoint import load_state, save_state, write_json
 from univ_core.train.config import load_config, to_dict
-from univ_core.train.downstream_data import MODALITIES, Split, model_inputs, open_split
+from univ_core.train.downstream_data import MODALITIES, Split, open_split
 from univ_core.train.schedules import cosine_schedule
+from univ_core.train.views import training_views, view_windows
+
+TASKS = ('det', 'seg', 'det+seg')
 
 
 @dataclass
 class FinetuneConfig:
     """Downstream head training."""
 
-    task: str = 'det'  # det | seg
+    task: str = 'det'  # det | seg | det+seg (one pyramid, both heads, losses summed)
     modality: str = 'both'  # rgb | ir | both: whose images and labels train the heads
     data: Split = field(default_factory=lambda: Split(root=str(data_home() / 'msrs_mini')))
     arch: str = DEFAULT_ARCH  # timm backbone name
-    backbone: str = 'default'  # 'default' | 'hub' | 'none' | backbone file (UNIV merged export)
+    backbone: str = 'default'  # 'default' | 'univ' | 'hub' | 'none' | backbone file
     backbone_overrides: dict = field(default_factory=dict)  # extra timm args (toy tests)
     input_size: tuple[int, int] = (336, 448)  # (H, W), multiples of the patch size
     head_channels: int = 64  # pyramid/head width (multiple of 32; the paper uses 256+)
     freeze_backbone: bool = True  # head only (features cached) vs full fine-tuning
+    views: int = 1  # cached views per image: the frame, its mirror, then random crops
+    crop_scale: tuple[float, float] = (0.5, 1.0)  # side fraction of the random-crop views
     epochs: int = 30  # passes over the training images
     batch_size: int = 4  # images per step
     lr: float = 1e-3  # peak lr (heads); full fine-tuning: 1e-4
@@ -53,9 +62,12 @@ class FinetuneConfig:
         if isinstance(self.data, dict):
             self.data = Split(**self.data)
         self.input_size = tuple(self.input_size)
-        if self.task not in ('det', 'seg') or self.modality not in MODALITIES:
-            raise ValueError(f'finetune: task must be det|seg and modality rgb|ir|both, got '
-                             f'{self.task!r}, {self.modality!r}')
+        if self.task not in TASKS or self.modality not in MODALITIES:
+            raise ValueError(f'finetune: task must be one of {TASKS} and modality rgb|ir|both, '
+                             f'got {self.task!r}, {self.modality!r}')
+        if self.views < 1 or (self.views > 1 and not self.freeze_backbone):
+            raise ValueError('finetune: views >= 1, and views > 1 only with freeze_backbone '
+                             '(cached maps)')
 
 
 def param_groups(model: torch.nn.Module, cfg: FinetuneConfig) -> list[dict]:
@@ -81,32 +93,40 @@ def param_groups(model: torch.nn.Module, cfg: FinetuneConfig) -> list[dict]:
 
 def training_samples(model, data, cfg: FinetuneConfig, prep: Preprocessor, device,
                      quiet: bool = False) -> list:
-    """(input or cached backbone maps, targets) for every training image of the modality."""
+    """(input or cached fp16 backbone maps, targets) per training view of each image."""
     samples = []
     for index in tqdm(range(len(data)), desc='prepare', unit='pair', leave=False, disable=quiet):
         sample = data[index]
+        h, w = sample['thermal'].shape[:2]
+        windows = list(view_windows(h, w, cfg.views, cfg.input_size, cfg.crop_scale,
+                                    seed=cfg.seed * 100_003 + index))
         for modality in MODALITIES[cfg.modality]:
-            x, targets = model_inputs(sample, modality, prep)
-            if cfg.freeze_backbone:
-                with torch.no_grad():  # frozen: the maps never change, compute them once
-                    x = model.backbone_maps(x.to(device))
-            samples.append((x, targets))
+            for x, targets in training_views(sample, modality, windows, prep):
+                if cfg.freeze_backbone:
+                    with torch.no_grad():  # frozen: the maps never change, compute them once
+                        x = _half(model.backbone_maps(x.to(device)))
+                samples.append((x, targets))
     return samples
+
+
+def _half(maps: torch.Tensor | list[torch.Tensor]) -> torch.Tensor | list[torch.Tensor]:
+    """Cached maps in fp16 (half the memory; the heads train in fp32 on them)."""
+    return [m.half() for m in maps] if isinstance(maps, list) else maps.half()
 
 
 def step_losses(model, batch: list, cfg: FinetuneConfig, device) -> dict[str, torch.Tensor]:
     """The task's losses on a list of (input or maps, targets)."""
     xs = [x for x, _ in batch]
     if isinstance(xs[0], torch.Tensor):
-        inputs = torch.cat(xs).to(device)  # images (B,3,h,w) or ViT maps (B,D,h',w')
+        inputs = torch.cat(xs).to(device).float()  # images (B,3,h,w) or ViT maps (B,D,h',w')
     else:  # ConvMAE: a list of stage maps per sample
-        inputs = [torch.cat(level).to(device) for level in zip(*xs, strict=True)]
-    if cfg.task == 'det':
-        targets = [{'boxes': t['boxes'].to(device), 'labels': t['labels'].to(device)}
-                   for _, t in batch]
-        kwargs = {'det_targets': targets}
-    else:
-        kwargs = {'seg_targets': torch.stack([t['mask'] for _, t in batch]).to(device)}
+        inputs = [torch.cat(level).to(device).float() for level in zip(*xs, strict=True)]
+    kwargs = {}
+    if 'det' in cfg.task:
+        kwargs['det_targets'] = [{'boxes': t['boxes'].to(device),
+                                  'labels': t['labels'].to(device)} for _, t in batch]
+    if 'seg' in cfg.task:
+        kwargs['seg_targets'] = torch.stack([t['mask'] for _, t in batch]).to(device)
     if cfg.freeze_backbone:
         return model.losses(None, maps=inputs, **kwargs)
     return model.losses(inputs, **kwargs)
@@ -119,10 +139,7 @@ def finetune(cfg: FinetuneConfig, resume: bool = False, quiet: bool = False) -> 
     torch.manual_seed(cfg.seed)
     out = Path(cfg.out_dir)
     train_data, _ = open_split(cfg.data)
-    names = list(train_data.class_names)
-    spec = ModelSpec(cfg.arch, names if cfg.task == 'seg' else None,
-                     names if cfg.task == 'det' else None, cfg.input_size, cfg.head_channels,
-                     dict(cfg.backbone_overrides))
+    spec = model_spec(cfg, train_data)
     model = build_model(spec, cfg.backbone).to(device)
     if cfg.freeze_backbone:
         model.freeze_backbone()
@@ -174,38 +191,33 @@ def finetune(cfg: FinetuneConfig, resume: bool = False, quiet: bool = False) -> 
                         'step': step, 'model': model.state_dict(), 'rng': torch.get_rng_state(),
                         'optimizer': optimizer.state_dict()})
         bar.close()
-    path = save_model(out / 'model.safetensors', model.eval(), spec)
+    lora = None
+    if cfg.backbone == 'univ' and cfg.freeze_backbone:  # compact: heads + the adapter's delta
+        lora, _, settings, _ = read_lora(UNIV_ADAPTER)
+        spec.lora = {**vars(settings), 'target_modules': list(settings.target_modules)}
+    path = save_model(out / 'model.safetensors', model.eval(), spec, lora)
     write_json(out / 'summary.json', {
-        'model': str(path), 'steps': step, 'images': len(samples), 'classes': names,
+        'model': str(path), 'steps': step, 'samples': len(samples),
+        'det_classes': spec.det_classes, 'seg_classes': spec.seg_classes,
         'final_loss': final_loss,
         'seconds': round(time.perf_counter() - t0, 1)})
     return path
 
 
-def ensure_default_model(quiet: bool = False) -> Path:
-    """The default model (cached): a detection head on the embedded backbone, trained once.
-
-    Trained head-only on all of ``<data>/msrs_mini`` (MSRS-detection boxes of both modalities;
-    classes person, bicycle, car); a few minutes on a 2-core CPU, then reused from the cache.
-    """
-    path = default_model_path()
-    if path.is_file():
-        return path
-    root = data_home() / 'msrs_mini'
-    if not root.is_dir():
-        raise FileNotFoundError(
-            f'the default model is trained on msrs_mini, not found at {root}: set UNIV_DATA to '
-            'the folder holding msrs_mini/, or pass a model file (univ finetune writes one)')
-    cfg = FinetuneConfig(data=Split(root=str(root), format='msrs_det'), epochs=12,
-                         out_dir=str(path.parent / 'default_model_run'))
-    trained = finetune(cfg, quiet=quiet)
-    trained.replace(path)
-    return path
+def model_spec(cfg: FinetuneConfig, data) -> ModelSpec:
+    """The model file's spec: the task's heads named by the data's classes."""
+    seg = data.seg_class_names or data.class_names
+    if 'seg' in cfg.task and cfg.task != 'seg' and not data.seg_class_names:
+        raise ValueError(f'task {cfg.task}: {cfg.data.root} has no masks (use format autolabel)')
+    return ModelSpec(cfg.arch, seg if 'seg' in cfg.task else None,
+                     data.class_names if 'det' in cfg.task else None, cfg.input_size,
+                     cfg.head_channels, dict(cfg.backbone_overrides),
+                     data.palette if 'seg' in cfg.task else None)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """CLI flags of ``univ finetune``."""
-    parser.add_argument('task', choices=['seg', 'det'])
+    parser.add_argument('task', choices=TASKS)
     parser.add_argument('--modality', choices=list(MODALITIES), default=None)
     parser.add_argument('--config', type=Path, help='YAML (FinetuneConfig fields)')
     parser.add_argument('--resume', action='store_true', help='continue from OUT_DIR/last.pt')

@@ -1,0 +1,1 @@
+"""`univ autolabel`: RGB teachers label aligned pairs; the labels serve both modalities."""

@@ -1,0 +1,57 @@
+"""Training views of labelled pairs at the model input: the full frame, its mirror, random crops.
+
+Head-only training runs the frozen backbone once per view and caches its maps (fp16), so a few
+views per image give augmentation at the price of a few backbone passes, not one per step.
+View 0 is the Predictor's own input (the whole frame resized by the shared preprocessing);
+view 1 its mirror; views 2+ random crops of the UNIV crop geometry (a fraction of each side,
+aspect kept), with boxes and masks moved alike and boxes left tiny by the crop dropped.
+"""
+
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+
+from univ_core.data.joint_transforms import apply_window
+from univ_core.data.transforms import CropWindow, PairedRandomResizedCrop
+from univ_core.inference.preprocess import Preprocessor
+from univ_core.train.downstream_data import model_inputs
+
+IGNORE = 255  # mask value of unlabelled pixels
+
+
+def view_windows(height: int, width: int, views: int, input_size: tuple[int, int],
+                 scale: tuple[float, float], seed: int) -> Iterator[CropWindow | None]:
+    """``views`` geometries of a height x width pair: None (the frame as is), its mirror, crops.
+
+    Args:
+        height: source rows.
+        width: source columns.
+        views: how many (>= 1).
+        input_size: (H, W) every view is resized to.
+        scale: side fraction range of the random crops.
+        seed: their generator's seed (per pair).
+    """
+    yield None
+    if views > 1:
+        yield CropWindow(0, 0, height, width, input_size, True)
+    crops = PairedRandomResizedCrop(size=input_size, scale=scale, hflip=0.5)
+    generator = np.random.default_rng(seed)
+    for _ in range(views - 2):
+        yield crops.sample(height, width, generator)
+
+
+def training_views(sample: dict, modality: str, windows: list[CropWindow | None],
+                   prep: Preprocessor, min_box_size: float = 2.0
+                   ) -> Iterator[tuple[torch.Tensor, dict]]:
+    """(image (1, 3, h, w), targets) per window; targets as ``model_inputs`` gives them.
+
+    A sample without a mask gets an all-ignored one, so detection-only and segmented pairs can
+    share one batch of a joint det + seg head.
+    """
+    h, w = sample['thermal'].shape[:2]
+    if sample.get('mask') is None:
+        sample = {**sample, 'mask': np.full((h, w), IGNORE, np.uint8)}
+    for window in windows:
+        view = sample if window is None else apply_window(sample, window, min_box_size)
+        yield model_inputs(view, modality, prep)
