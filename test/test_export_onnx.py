@@ -80,7 +80,7 @@ def assert_same_prediction(a, b):
 
 def test_predictor_onnxruntime_equals_torch_on_a_pair(exported):
     model, spec, path, _ = exported
-    settings = dict(device='cpu', score_threshold=SCORE)
+    settings = dict(device='cpu', precision='fp32', score_threshold=SCORE)
     torch_predictor = Predictor(copy.deepcopy(model), spec.seg_classes, spec.det_classes,
                                 spec.input_size, PredictorConfig(**settings))
     onnx_predictor = load_predictor(
@@ -106,10 +106,9 @@ def test_int8_predictor_quantises_matmuls_and_stays_close_to_fp32(exported):
     # (and pooling matrices applied from the left) stay fp32.
     assert after['MatMulInteger'] >= 8
     assert after['MatMul'] == before['MatMul'] - after['MatMulInteger']
-    settings = dict(device='cpu', score_threshold=SCORE)
-    fp32 = load_predictor(PredictorConfig(model=str(path), backend='onnxruntime', **settings))
-    int8 = load_predictor(PredictorConfig(model=str(path), backend='onnxruntime',
-                                          precision='int8', **settings))
+    settings = dict(device='cpu', score_threshold=SCORE, backend='onnxruntime', model=str(path))
+    fp32 = load_predictor(PredictorConfig(precision='fp32', **settings))  # 'auto' may be int8
+    int8 = load_predictor(PredictorConfig(precision='int8', **settings))
     rgb, thermal = small_pair()
     want, got = fp32.predict(rgb, thermal), int8.predict(rgb, thermal)
     assert got.mask.shape == want.mask.shape and got.mask.dtype == want.mask.dtype

@@ -17,6 +17,7 @@ from univ_core.models.perception import PerceptionModel, create_perception_model
 from univ_core.train.checkpoint import save_safetensors
 
 SPEC_KEY = 'univ_model'
+DEFAULT_INPUT_SIZE = (336, 448)  # (H, W) model input of the default model and of finetune
 LORA_PREFIX = 'lora.'  # compact files: the backbone's LoRA tensors under this prefix
 DEFAULT_MODEL = Path(__file__).resolve().parents[1] / 'weights' / 'default_model.safetensors'
 

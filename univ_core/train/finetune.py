@@ -20,7 +20,7 @@ from tqdm import tqdm
 from univ_core.data.home import data_home
 from univ_core.data.thermal import ThermalNorm
 from univ_core.inference.preprocess import Preprocessor
-from univ_core.models.model_file import ModelSpec, build_model, save_model
+from univ_core.models.model_file import DEFAULT_INPUT_SIZE, ModelSpec, build_model, save_model
 from univ_core.models.univ_weights import UNIV_ADAPTER, read_lora
 from univ_core.models.weights import DEFAULT_ARCH
 from univ_core.train.checkpoint import load_state, save_state, write_json
@@ -42,7 +42,7 @@ class FinetuneConfig:
     arch: str = DEFAULT_ARCH  # timm backbone name
     backbone: str = 'default'  # 'default' | 'univ' | 'hub' | 'none' | backbone file
     backbone_overrides: dict = field(default_factory=dict)  # extra timm args (toy tests)
-    input_size: tuple[int, int] = (336, 448)  # (H, W), multiples of the patch size
+    input_size: tuple[int, int] = DEFAULT_INPUT_SIZE  # (H, W), multiples of the patch size
     head_channels: int = 64  # pyramid/head width (multiple of 32; the paper uses 256+)
     freeze_backbone: bool = True  # head only (features cached) vs full fine-tuning
     views: int = 1  # cached views per image: the frame, its mirror, then random crops
