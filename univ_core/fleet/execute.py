@@ -79,7 +79,9 @@ def run_in_process(job: FleetJob, units: Sequence[Unit], out: Path,
 class FleetActor:
     """A Ray actor: loads the model once (again after a restart), then runs units."""
 
-    def __init__(self, job: FleetJob) -> None:
+    def __init__(self, job: FleetJob, gpus: float) -> None:
+        if not gpus:  # Ray leaves a 0-GPU worker's GPUs visible: it would crowd GPU 0 unasked
+            os.environ['CUDA_VISIBLE_DEVICES'] = ''
         self.worker = job.open_worker()
         self.name = worker_name()
 
@@ -103,7 +105,8 @@ def run_on_ray(job: FleetJob, units: Sequence[Unit], out: Path, config: RayConfi
         max_restarts=config.retries, max_task_retries=config.retries)
     # The job (settings only, small) goes inline with each actor's creation, so a restart
     # never depends on an object-store copy that may have been freed.
-    actors = [actor_class.remote(job) for _ in range(min(config.workers or 1, len(units)))]
+    actors = [actor_class.remote(job, config.gpus_per_worker)
+              for _ in range(min(config.workers or 1, len(units)))]
     queue = sorted(units, key=lambda u: -u.size)  # largest first: the last units are short
     running: dict = {}  # ObjectRef -> (unit, actor)
     idle = list(actors)

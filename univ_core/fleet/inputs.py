@@ -8,6 +8,15 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 GLOB_CHARS = re.compile(r'[*?\[]')
+BAG_SUFFIXES = ('.mcap', '.db3')  # rosbag2 storage files
+
+
+def is_bag(path: Path) -> bool:
+    """A rosbag2 directory (with metadata.yaml) or a bare .mcap / .db3 file (no ROS needed)."""
+    path = Path(path)
+    if path.is_dir():
+        return (path / 'metadata.yaml').is_file()
+    return path.is_file() and path.suffix in BAG_SUFFIXES
 
 
 def _under(folder: Path, is_input: Callable[[Path], bool]) -> list[Path]:

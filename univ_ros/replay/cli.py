@@ -120,6 +120,11 @@ def run_fleet_replay(args: argparse.Namespace, params: dict) -> int:
     ray = RayConfig(args.address, args.workers, args.cpus_per_worker, args.gpus_per_worker,
                     args.retries)
     in_process = args.workers == 1 and args.address is None
+    if str(params.get('device', '')).startswith('cuda') and not in_process and \
+            not args.gpus_per_worker:
+        raise ValueError(f"--device {params['device']} on Ray workers needs --gpus-per-worker "
+                         '(1: a GPU each, 0.5: two workers per GPU): Ray gives GPUs only to '
+                         'workers that ask for them')
     outcome = run_fleet(job, args.inputs, FleetConfig(args.out, ray, not in_process,
                                                       args.force, not args.quiet))
     report = outcome.report

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from univ_core.fleet.inputs import expand, fingerprint, input_key
+from univ_core.fleet.inputs import expand, fingerprint, input_key, is_bag
 from univ_core.fleet.job import Unit, UnitResult
 from univ_ros.replay.bagio import BagInput
 from univ_ros.replay.offline import ReplayConfig, replay_bag
@@ -22,17 +22,8 @@ from univ_ros.replay.report import fleet_numbers, write_fleet_report
 
 LATENCY_DEFINITION = 'decode + predict per pair'  # as offline_report
 
-BAG_SUFFIXES = ('.mcap', '.db3')
 WHAT = 'rosbag2 bags (folders with metadata.yaml, or .mcap / .db3 files)'
 BAGS = 'bags'  # OUT/bags/<key>/: one replay output folder per input bag
-
-
-def is_bag(path: Path) -> bool:
-    """A rosbag2 directory (metadata.yaml) or a bare .mcap / .db3 file."""
-    path = Path(path)
-    if path.is_dir():
-        return (path / 'metadata.yaml').is_file()
-    return path.is_file() and path.suffix in BAG_SUFFIXES
 
 
 def frame_count(path: Path, topic: str) -> int:
