@@ -4,6 +4,13 @@ A job kind (bag replay, autolabelling) implements :class:`FleetJob`; :func:`run_
 rest (skipping finished units, running the others in-process or on Ray actors, storing each
 result atomically, merging). The job object is pickled to every worker, so it holds settings
 only; :meth:`FleetJob.open_worker` loads the model inside the worker, once.
+
+A new kind (see :class:`univ_ros.replay.fleet.ReplayJob`) needs: ``plan`` (usually
+:func:`univ_core.fleet.inputs.expand` + ``input_key`` + ``fingerprint``), a worker whose ``run``
+writes the unit's outputs under ``out/<its folder>/<key>`` atomically (staging named
+``.<name>.*.tmp`` beside it, which the runner sweeps after a killed attempt) and returns the
+per-item numbers merging needs as arrays, and ``merge``. The command adds
+:func:`univ_core.fleet.cli.add_fleet_arguments` and calls ``run_fleet``.
 """
 
 from collections.abc import Sequence

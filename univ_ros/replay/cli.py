@@ -19,6 +19,12 @@ from pathlib import Path
 
 import yaml
 
+from univ_core.fleet.cli import (
+    EXIT_CODES_HELP,
+    add_fleet_arguments,
+    fleet_config,
+    uses_fleet_options,
+)
 from univ_ros.replay import topics as T
 from univ_ros.sync import DEFAULT_SLOP
 
@@ -100,7 +106,7 @@ def is_fleet(args: argparse.Namespace) -> bool:
     from univ_core.fleet.inputs import GLOB_CHARS
     from univ_ros.replay.fleet import is_bag
 
-    if len(args.inputs) > 1 or args.workers is not None or args.address is not None:
+    if len(args.inputs) > 1 or uses_fleet_options(args):
         return True
     path = Path(args.inputs[0])
     if not path.exists():
@@ -110,30 +116,22 @@ def is_fleet(args: argparse.Namespace) -> bool:
 
 def run_fleet_replay(args: argparse.Namespace, params: dict) -> int:
     """Offline replay of every input bag on Ray workers; returns the exit code."""
-    from univ_core.fleet.execute import RayConfig
-    from univ_core.fleet.runner import FleetConfig, run_fleet
+    from univ_core.fleet.runner import run_fleet
     from univ_ros.replay.fleet import ReplayJob
 
+    config = fleet_config(args, args.out, args.force, not args.quiet, params.get('device', ''))
     check_model(params)
     job = ReplayJob(functools.partial(predictor_from, params), replay_config(args, params),
                     params, str(params.get('model', '')))
-    ray = RayConfig(args.address, args.workers, args.cpus_per_worker, args.gpus_per_worker,
-                    args.retries)
-    in_process = args.workers == 1 and args.address is None
-    if str(params.get('device', '')).startswith('cuda') and not in_process and \
-            not args.gpus_per_worker:
-        raise ValueError(f"--device {params['device']} on Ray workers needs --gpus-per-worker "
-                         '(1: a GPU each, 0.5: two workers per GPU): Ray gives GPUs only to '
-                         'workers that ask for them')
-    outcome = run_fleet(job, args.inputs, FleetConfig(args.out, ray, not in_process,
-                                                      args.force, not args.quiet))
+    outcome = run_fleet(job, args.inputs, config)
     report = outcome.report
     bags, pairs, lat = report['bags'], report['pairs'], report['latency_ms']
     mean_ap = (report['scores'].get('detection') or {}).get(report['mode'], {}).get('map')
     mean_ap = 'n/a' if mean_ap is None else f'{mean_ap:.3f}'
     p50 = 'n/a' if lat['p50'] is None else f"{lat['p50']:.1f} ms"
     for error in report['errors']:
-        print(f"univ replay: {error['status']}: {error['error']}", file=sys.stderr)
+        first = (error['error'] or '').strip().splitlines() or ['']
+        print(f"univ replay: {error['status']}: {first[0]}", file=sys.stderr)
     print(f"fleet replay of {bags['total']} bags: {outcome.status} ({bags['ok']} ok, "
           f"{bags['partial']} partial, {bags['error']} failed; {bags['ran']} run now, "
           f"{bags['reused']} done before): {pairs['processed']} pairs, mAP ({report['mode']}) "
@@ -155,14 +153,9 @@ def check_model(params: dict) -> None:
         raise FileNotFoundError(f'model file {model} not found')
 
 
-EXIT_CODES = ('exit codes: 0 every bag replayed; 3 partial (fleet: some bags failed or were '
-              'damaged; their error rows are in the report, the other bags are complete); 1 '
-              'error (bad input, a damaged single bag, or no bag could be replayed); 2 usage.')
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """`univ replay` arguments."""
-    parser.epilog = EXIT_CODES
+    parser.epilog = EXIT_CODES_HELP + ' One bag alone: 1 also when it is damaged.'
     parser.add_argument('inputs', nargs='+', metavar='BAG',
                         help='rosbag2 directory or .mcap / .db3 file; several, folders of bags '
                              "or quoted globs ('runs/*/') run a fleet replay")
@@ -196,20 +189,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--quiet', action='store_true', help='no progress bar')
     parser.add_argument('--force', action='store_true',
                         help='replace an existing --out (fleet: redo every bag)')
-    fleet = parser.add_argument_group('fleet (several bags, offline, on Ray)')
-    fleet.add_argument('--workers', type=int, default=None,
-                       help='Ray workers, each with its own model (default: as many as the '
-                            'CPUs/GPUs hold); 1 = in this process, without Ray')
-    fleet.add_argument('--address', default=None,
-                       help="join a Ray cluster: 'auto' (this node's) or ray://HOST:PORT; "
-                            'default: a local Ray runtime on this machine')
-    fleet.add_argument('--cpus-per-worker', type=float, default=1.0,
-                       help='Ray CPUs per worker (its torch threads) (1)')
-    fleet.add_argument('--gpus-per-worker', type=float, default=0.0,
-                       help='Ray GPUs per worker: 1 = one worker per GPU, 0.5 = two share one (0)')
-    fleet.add_argument('--retries', type=int, default=2,
-                       help='restarts of a worker that died, re-running its bag from scratch (2)')
-
+    add_fleet_arguments(parser, 'bag')
 
 def main(args: argparse.Namespace) -> int:
     """Run `univ replay`."""

@@ -194,6 +194,12 @@ def fleet_numbers(rows: Sequence[dict], scores: dict, latencies_s: Sequence[floa
     }
 
 
+def _first_line(text: str | None) -> str:
+    """The first line of an error (Ray's are long; report.json keeps all of it)."""
+    lines = (text or '').strip().splitlines() or ['']
+    return lines[0] + (' [...]' if len(lines) > 1 else '')
+
+
 def _fleet_tables(report: dict) -> list[str]:
     """Markdown: one row per bag, the errors, the workers of this run."""
     mode = report['mode']
@@ -209,7 +215,8 @@ def _fleet_tables(report: dict) -> list[str]:
                      f"{_fmt(row['wall_s'], digits=1)} | {row.get('worker') or '–'} |")
     if report['errors']:
         lines += ['', '## Errors', '']
-        lines += [f"- `{e['input']}` ({e['status']}): {e['error']}" for e in report['errors']]
+        lines += [f"- `{e['input']}` ({e['status']}): {_first_line(e['error'])}"
+                  for e in report['errors']]
     lines += ['', '## Workers (this run)', '', '| worker | bags | pairs | busy s | pairs/s |',
               '|---|---|---|---|---|']
     lines += [f"| {name} | {w['units']} | {w['items']} | {_fmt(w['busy_s'], digits=1)} | "
