@@ -6,14 +6,25 @@ the bag's raw CDR is published through rclpy at the recorded rate x R into a run
 ``univ_perception`` node (started here unless ``--node running``) and its outputs are captured
 with their latency. Output folder: ``bag/`` (inputs + outputs), ``report.json``, ``report.md``,
 ``latency.png``, ``per_class.png``, ``overlays/``.
+
+Several bags (files, folders of bags, quoted globs) or any fleet option (``--workers``,
+``--address``) run a fleet replay (:mod:`univ_ros.replay.fleet`): offline, on Ray workers,
+resumable, one merged report.
 """
 
 import argparse
+import functools
 import sys
 from pathlib import Path
 
 import yaml
 
+from univ_core.fleet.cli import (
+    EXIT_CODES_HELP,
+    add_fleet_arguments,
+    fleet_config,
+    uses_fleet_options,
+)
 from univ_ros.replay import topics as T
 from univ_ros.sync import DEFAULT_SLOP
 
@@ -59,15 +70,21 @@ def predictor_from(params: dict) -> object:
     return load_predictor(config)
 
 
+def replay_config(args: argparse.Namespace, params: dict) -> object:
+    """The offline ReplayConfig of the command line."""
+    from univ_ros.replay.offline import ReplayConfig
+
+    return ReplayConfig(args.rgb_topic, args.thermal_topic, params['mode'],
+                        not args.output_mode_only, params.get('sync_slop', DEFAULT_SLOP),
+                        args.storage, args.overlays, not args.quiet)
+
+
 def run_offline(args: argparse.Namespace, params: dict) -> dict:
     """Offline replay; returns the report."""
-    from univ_ros.replay.offline import ReplayConfig, replay_offline
+    from univ_ros.replay.offline import replay_offline
 
-    config = ReplayConfig(args.rgb_topic, args.thermal_topic, params['mode'],
-                          not args.output_mode_only, params.get('sync_slop', DEFAULT_SLOP),
-                          args.storage, args.overlays, not args.quiet)
-    return replay_offline(args.bag, args.out, predictor_from(params), config, args.force,
-                          str(params.get('model', '')))
+    return replay_offline(args.bag, args.out, predictor_from(params), replay_config(args, params),
+                          args.force, str(params.get('model', '')))
 
 
 def run_online(args: argparse.Namespace, params: dict) -> dict:
@@ -81,9 +98,67 @@ def run_online(args: argparse.Namespace, params: dict) -> dict:
     return replay_online(args.bag, args.out, config, args.force)
 
 
+def is_fleet(args: argparse.Namespace) -> bool:
+    """Whether this is a fleet run (else one bag replays exactly as it always did).
+
+    Fleet: several inputs, a folder of bags (no metadata.yaml), a glob, or a fleet option.
+    """
+    from univ_core.fleet.inputs import GLOB_CHARS
+    from univ_ros.replay.fleet import is_bag
+
+    if len(args.inputs) > 1 or uses_fleet_options(args):
+        return True
+    path = Path(args.inputs[0])
+    if not path.exists():
+        return bool(GLOB_CHARS.search(args.inputs[0]))
+    return path.is_dir() and not is_bag(path)
+
+
+def run_fleet_replay(args: argparse.Namespace, params: dict) -> int:
+    """Offline replay of every input bag on Ray workers; returns the exit code."""
+    from univ_core.fleet.runner import run_fleet
+    from univ_ros.replay.fleet import ReplayJob
+
+    config = fleet_config(args, args.out, args.force, not args.quiet, params.get('device', ''))
+    check_model(params)
+    job = ReplayJob(functools.partial(predictor_from, params), replay_config(args, params),
+                    params, str(params.get('model', '')))
+    outcome = run_fleet(job, args.inputs, config)
+    report = outcome.report
+    bags, pairs, lat = report['bags'], report['pairs'], report['latency_ms']
+    mean_ap = (report['scores'].get('detection') or {}).get(report['mode'], {}).get('map')
+    mean_ap = 'n/a' if mean_ap is None else f'{mean_ap:.3f}'
+    p50 = 'n/a' if lat['p50'] is None else f"{lat['p50']:.1f} ms"
+    for error in report['errors']:
+        first = (error['error'] or '').strip().splitlines() or ['']
+        print(f"univ replay: {error['status']}: {first[0]}", file=sys.stderr)
+    print(f"fleet replay of {bags['total']} bags: {outcome.status} ({bags['ok']} ok, "
+          f"{bags['partial']} partial, {bags['error']} failed; {bags['ran']} run now, "
+          f"{bags['reused']} done before): {pairs['processed']} pairs, mAP ({report['mode']}) "
+          f"{mean_ap}, latency p50 {p50}\n  report: {args.out / 'report.md'}\n  per bag: "
+          f"{args.out / 'bags'}", file=sys.stdout)
+    return outcome.exit_code
+
+
+def check_model(params: dict) -> None:
+    """Fail before any worker starts when the Predictor settings are invalid."""
+    import dataclasses
+
+    from univ_core.inference import PredictorConfig
+
+    keys = {f.name for f in dataclasses.fields(PredictorConfig)}
+    PredictorConfig(**{k: v for k, v in params.items() if k in keys})
+    model = str(params.get('model') or '')
+    if model and not Path(model).is_file():
+        raise FileNotFoundError(f'model file {model} not found')
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """`univ replay` arguments."""
-    parser.add_argument('bag', type=Path, help='rosbag2 directory, or a .mcap / .db3 file')
+    parser.epilog = EXIT_CODES_HELP + ' One bag alone: 1 also when it is damaged.'
+    parser.add_argument('inputs', nargs='+', metavar='BAG',
+                        help='rosbag2 directory or .mcap / .db3 file; several, folders of bags '
+                             "or quoted globs ('runs/*/') run a fleet replay")
     parser.add_argument('--out', required=True, type=Path, help='output folder to create')
     timing = parser.add_mutually_exclusive_group()
     timing.add_argument('--offline', action='store_true',
@@ -112,14 +187,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--node-timeout', type=float, default=120.0,
                         help='online: seconds to wait for the node to come up')
     parser.add_argument('--quiet', action='store_true', help='no progress bar')
-    parser.add_argument('--force', action='store_true', help='replace an existing --out')
-
+    parser.add_argument('--force', action='store_true',
+                        help='replace an existing --out (fleet: redo every bag)')
+    add_fleet_arguments(parser, 'bag')
 
 def main(args: argparse.Namespace) -> int:
     """Run `univ replay`."""
     if args.rate is not None and not args.rate > 0:
         raise ValueError(f'--rate must be > 0, got {args.rate}')
     params = settings(args)
+    if is_fleet(args):
+        if args.rate is not None:
+            raise ValueError('online replay (--rate) takes one bag; fleet replays are offline')
+        return run_fleet_replay(args, params)
+    args.bag = Path(args.inputs[0])
     report = run_online(args, params) if args.rate is not None else run_offline(args, params)
     lat, pairs = report['latency_ms'], report['pairs']
     p50 = 'n/a' if lat['p50'] is None else f"{lat['p50']:.1f} ms"

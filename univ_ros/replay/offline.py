@@ -161,6 +161,15 @@ def offline_report(bag_path: Path, model_name: str, config: ReplayConfig, state:
     }
 
 
+@dataclass
+class ReplayOutcome:
+    """A finished replay: the report and what it was computed from (merged by fleet runs)."""
+
+    report: dict  # as in report.json
+    scorer: Scorer  # every scored pair's detections, truths and mask confusion (settled)
+    state: RunState  # per-pair latencies and counts; ``error`` set for a damaged bag
+
+
 def replay_offline(bag_path: Path, out: Path, predictor: Any, config: ReplayConfig,
                    force: bool = False, model_name: str = '') -> dict:
     """Replay ``bag_path`` into the output folder ``out`` (written atomically).
@@ -174,6 +183,20 @@ def replay_offline(bag_path: Path, out: Path, predictor: Any, config: ReplayConf
     Raises:
         BagReadError: the bag is truncated or corrupt; ``out`` then holds the partial report.
         ValueError: missing topics (the message lists the bag's topics), existing ``out``.
+    """
+    outcome = replay_bag(bag_path, out, predictor, config, force, model_name)
+    if outcome.state.error is not None:
+        err = outcome.state.error
+        raise BagReadError(err.path, err.messages_read, err.last_stamp_ns,
+                           f'{err.detail}; the partial report is in {out}')
+    return outcome.report
+
+
+def replay_bag(bag_path: Path, out: Path, predictor: Any, config: ReplayConfig,
+               force: bool = False, model_name: str = '') -> ReplayOutcome:
+    """:func:`replay_offline`, returning the report with the Scorer and per-pair state.
+
+    A damaged bag does not raise: its partial outcome comes back with ``state.error`` set.
     """
     state = RunState()
     with BagInput(bag_path) as bag:
@@ -196,8 +219,4 @@ def replay_offline(bag_path: Path, out: Path, predictor: Any, config: ReplayConf
                                      'map_from': min(cfg.score_threshold,
                                                      cfg.eval_score_threshold)})
             report = write_report(staging, report, state.latencies, writer.overlays)
-    if state.error is not None:
-        err = state.error
-        raise BagReadError(err.path, err.messages_read, err.last_stamp_ns,
-                           f'{err.detail}; the partial report is in {out}')
-    return report
+    return ReplayOutcome(report, scorer, state)

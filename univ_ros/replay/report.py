@@ -128,6 +128,17 @@ def _plot_classes(path: Path, scores: dict) -> bool:
     return True
 
 
+def write_plots(folder: Path, report: dict, latencies_s: Sequence[float]) -> list[str]:
+    """Write ``latency.png`` and ``per_class.png`` (when there is data); return their names."""
+    plots = []
+    if len(latencies_s):
+        _plot_latency(folder / 'latency.png', latencies_s, report['latency_definition'])
+        plots.append('latency.png')
+    if _plot_classes(folder / 'per_class.png', report.get('scores') or {}):
+        plots.append('per_class.png')
+    return plots
+
+
 def write_report(folder: Path, report: dict, latencies_s: Sequence[float],
                  overlays: Sequence[Path]) -> dict:
     """Write ``report.json``, ``report.md``, ``latency.png`` and ``per_class.png`` into ``folder``.
@@ -141,16 +152,114 @@ def write_report(folder: Path, report: dict, latencies_s: Sequence[float],
     Returns:
         The JSON-safe report as written.
     """
-    plots = []
-    if len(latencies_s):
-        _plot_latency(folder / 'latency.png', latencies_s, report['latency_definition'])
-        plots.append('latency.png')
-    if _plot_classes(folder / 'per_class.png', report.get('scores') or {}):
-        plots.append('per_class.png')
+    plots = write_plots(folder, report, latencies_s)
     report = json_safe({**report, 'outputs': {
         'bag': 'bag', 'plots': plots,
         'overlays': [str(Path(p).relative_to(folder)) for p in overlays]}})
     write_json(folder / 'report.json', report)
     text = markdown(report)
+    atomic_write(folder / 'report.md', lambda tmp: tmp.write_text(text))
+    return report
+
+
+def fleet_numbers(rows: Sequence[dict], scores: dict, latencies_s: Sequence[float],
+                  summary: dict, header: dict) -> dict:
+    """The fleet report's numbers: sums over the bags read, latency and scores over all pairs.
+
+    Args:
+        rows: one per bag in input order (``status`` ok | partial | error; ``pairs``,
+            ``images`` for the bags read).
+        scores: scores of all pairs together (:meth:`Scorer.results` of the merged Scorer).
+        latencies_s: every pair's latency, seconds.
+        summary: the fleet runner's summary (status, counts, engine, workers, wall time).
+        header: 'model', 'mode', 'topics', 'thresholds', 'latency_definition'.
+    """
+    read = [r for r in rows if r['status'] != 'error']
+    pairs = {key: sum(r['pairs'][key] for r in read) for key in
+             ('synchronised', 'processed', 'dropped', 'sync_misses', 'bad_inputs')}
+    now = sum(r['pairs']['processed'] for r in read if not r.get('reused'))
+    return {
+        'kind': 'fleet-offline', **header, 'status': summary['status'],
+        'partial': summary['status'] != 'complete', 'bags': summary['counts'] | {
+            'total': summary['inputs'], 'ran': summary['ran'], 'reused': summary['reused']},
+        'images': {m: sum(r['images'][m] for r in read) for m in ('rgb', 'thermal')},
+        'pairs': pairs, 'latency_ms': latency_stats(latencies_s), 'scores': scores,
+        'throughput_hz': now / summary['wall_s'] if now and summary['wall_s'] > 0 else None,
+        'wall_s': summary['wall_s'],
+        'execution': {k: v for k, v in summary.items() if k not in (
+            'status', 'counts', 'inputs', 'ran', 'reused', 'wall_s', 'worker_stats')},
+        'workers': summary['worker_stats'], 'rows': list(rows),
+        'errors': [{'input': r['input'], 'status': r['status'], 'error': r['error']}
+                   for r in rows if r['status'] != 'ok'],
+    }
+
+
+def _first_line(text: str | None) -> str:
+    """The first line of an error (Ray's are long; report.json keeps all of it)."""
+    lines = (text or '').strip().splitlines() or ['']
+    return lines[0] + (' [...]' if len(lines) > 1 else '')
+
+
+def _fleet_tables(report: dict) -> list[str]:
+    """Markdown: one row per bag, the errors, the workers of this run."""
+    mode = report['mode']
+    lines = ['## Bags', '', f'| bag | status | pairs | mAP ({mode}) | latency p50 ms | wall s | '
+             'worker |', '|---|---|---|---|---|---|---|']
+    for row in report['rows']:
+        read = row['status'] != 'error'
+        status = row['status'] + (' (earlier run)' if row.get('reused') else '')
+        lines.append(f"| `{row['input']}` | {status} | "
+                     f"{row['pairs']['processed'] if read else '–'} | "
+                     f"{_fmt((row.get('map') or {}).get(mode))} | "
+                     f"{_fmt(row['latency_ms']['p50'] if read else None, digits=1)} | "
+                     f"{_fmt(row['wall_s'], digits=1)} | {row.get('worker') or '–'} |")
+    if report['errors']:
+        lines += ['', '## Errors', '']
+        lines += [f"- `{e['input']}` ({e['status']}): {_first_line(e['error'])}"
+                  for e in report['errors']]
+    lines += ['', '## Workers (this run)', '', '| worker | bags | pairs | busy s | pairs/s |',
+              '|---|---|---|---|---|']
+    lines += [f"| {name} | {w['units']} | {w['items']} | {_fmt(w['busy_s'], digits=1)} | "
+              f"{_fmt(w['items_per_s'], digits=2)} |" for name, w in report['workers'].items()]
+    return lines + ['']
+
+
+def fleet_markdown(report: dict) -> str:
+    """The fleet ``report.md``."""
+    lines = ['# UNIV fleet replay report (offline)', '']
+    bags, pairs, lat = report['bags'], report['pairs'], report['latency_ms']
+    if report['partial']:
+        lines += [f"**{report['status'].upper()}**: {bags['error']} of {bags['total']} bags "
+                  f"failed, {bags['partial']} damaged (read up to the damage); see Errors", '']
+    run = report['execution']
+    lines += [f"- bags: {bags['total']} ({bags['ok']} ok, {bags['partial']} partial, "
+              f"{bags['error']} failed); {bags['ran']} run now, {bags['reused']} from an "
+              f"earlier run", f"- model: `{report['model'] or '(default model)'}`, mode "
+              f"{report['mode']}",
+              f"- pairs: {pairs['synchronised']} synchronised, {pairs['processed']} processed, "
+              f"{pairs['sync_misses']} sync misses, {pairs['bad_inputs']} bad inputs",
+              f"- latency ({report['latency_definition']}) over all {lat['count']} pairs: p50 "
+              f"{_fmt(lat['p50'], digits=1)} ms, p95 {_fmt(lat['p95'], digits=1)} ms, p99 "
+              f"{_fmt(lat['p99'], digits=1)} ms",
+              f"- throughput: {_fmt(report['throughput_hz'], digits=2)} pairs/s: pairs run now "
+              f"/ {_fmt(report['wall_s'], digits=1)} s wall, worker start-up included "
+              f"({run['engine']}, {run['workers']} workers)"]
+    if report.get('thresholds'):
+        cut = report['thresholds']
+        lines.append(f"- detection scores: mAP from every box >= {cut['map_from']} (COCO "
+                     f"protocol) of every pair of every bag together")
+    lines += ['', *_score_lines(report.get('scores') or {}), *_fleet_tables(report)]
+    plots = (report.get('outputs') or {}).get('plots', [])
+    lines += ['## Files', '', '- per bag: `bags/<key>/` (output bag, report, overlays)']
+    lines += [f'- `{path}`' for path in plots]
+    return '\n'.join(lines) + '\n'
+
+
+def write_fleet_report(folder: Path, report: dict, latencies_s: Sequence[float]) -> dict:
+    """Write the fleet's ``report.json``, ``report.md`` and plots into ``folder``."""
+    plots = write_plots(folder, report, latencies_s)
+    report = json_safe({**report, 'outputs': {'bags': 'bags', 'plots': plots}})
+    write_json(folder / 'report.json', report)
+    text = fleet_markdown(report)
     atomic_write(folder / 'report.md', lambda tmp: tmp.write_text(text))
     return report

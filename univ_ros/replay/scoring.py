@@ -11,6 +11,7 @@ the cameras are pixel-aligned) against :func:`fused_truth`, every object seen by
 Masks are in the RGB frame and score all modes (pixel-aligned datasets).
 """
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -117,6 +118,32 @@ class Scorer:
                     prediction.mask.shape == mask.shape:
                 meter = self.seg_meters.setdefault(mode, SegmentationMeter(self.seg_classes))
                 meter.update(prediction.mask, mask)
+
+    @classmethod
+    def merged(cls, parts: Sequence['Scorer']) -> 'Scorer':
+        """One Scorer holding every settled pair of ``parts``, in order (the bags of a fleet).
+
+        Its :meth:`results` are the scores of all pairs together (COCO mAP over the union of
+        detections and truths, mIoU from the summed confusion), as one replay of the
+        concatenated bags gives. Ground-truth class ids are remapped to the union of names.
+        """
+        merged = cls([], None)
+        for part in parts:
+            part.settle()
+            merged._label_ids(part.det_classes or [])
+            ids = np.asarray([merged.det_classes.index(n) for n in part.det_classes or []],
+                             np.int64)
+            merged.seg_classes = merged.seg_classes or part.seg_classes
+            merged.scored += part.scored
+            merged.unmatched_truth += part.unmatched_truth
+            for mode, (predictions, targets) in part.det_items.items():
+                kept, truths = merged.det_items.setdefault(mode, ([], []))
+                kept += predictions
+                truths += [{**t, 'labels': ids[t['labels']]} for t in targets]
+            for mode, meter in part.seg_meters.items():
+                into = merged.seg_meters.setdefault(mode, SegmentationMeter(meter.class_names))
+                into.confusion += meter.confusion
+        return merged
 
     def results(self) -> dict:
         """Scores of every pair so far (settles all).

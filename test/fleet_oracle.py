@@ -1,0 +1,65 @@
+"""Stand-in Predictors for fleet tests, importable by Ray workers (test/ is on their path).
+
+:class:`JitteredTruth` finds msrs_mini's boxes slightly moved (mAP well above 0, so equal
+scores mean something); it can kill its own worker process, or interrupt the run, after a
+number of ``predict`` calls, to test retries and resuming for real.
+"""
+
+import os
+import signal
+from pathlib import Path
+
+import numpy as np
+
+from univ_core.data.labelled import open_labelled_dataset
+from univ_core.inference import Detections, Prediction, PredictorConfig
+
+CLASSES = ['person', 'bicycle', 'car']
+
+
+class JitteredTruth:
+    """The Predictor interface replay uses; boxes = the pair's truth moved by ~3 px.
+
+    Args:
+        root: the msrs_mini folder.
+        pairs: how many of its first pairs the bags hold.
+        kill_after: SIGKILL this process at that ``predict`` call, once per ``marker`` file (the
+            first worker to get there writes its pid into it; retries find it and live).
+        interrupt_after: raise KeyboardInterrupt (a Ctrl-C) at that call.
+        marker: the file that makes the kill happen once.
+    """
+
+    seg_classes, det_classes = None, CLASSES
+    palette = np.zeros((0, 3), np.uint8)
+    config = PredictorConfig()
+
+    def __init__(self, root: str, pairs: int, kill_after: int | None = None,
+                 interrupt_after: int | None = None, marker: str | None = None) -> None:
+        dataset = open_labelled_dataset(Path(root), 'msrs_det', 'train')
+        self.samples = {dataset[i]['rgb'].tobytes(): dataset[i] for i in range(pairs)}
+        self.kill_after, self.interrupt_after, self.marker = kill_after, interrupt_after, marker
+        self.calls = 0
+
+    def _maybe_stop(self) -> None:
+        self.calls += 1
+        if self.calls == self.interrupt_after:
+            raise KeyboardInterrupt
+        if self.calls == self.kill_after:
+            try:
+                fd = os.open(self.marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            except FileExistsError:
+                return  # another worker was killed already
+            os.write(fd, str(os.getpid()).encode())
+            os.close(fd)
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    def predict(self, rgb, thermal, mode, scoring=False):
+        self._maybe_stop()
+        sample = self.samples[np.ascontiguousarray(rgb).tobytes()]
+        key = {'rgb': 'rgb', 'thermal': 'ir'}.get(mode, 'rgb')
+        boxes, labels = sample[f'boxes_{key}'], sample[f'labels_{key}']
+        rng = np.random.default_rng(len(boxes))
+        moved = (boxes + rng.normal(0, 3, boxes.shape)).astype(np.float32)
+        scores = rng.uniform(0.3, 1, len(boxes)).astype(np.float32)
+        names = [CLASSES[k] for k in labels]
+        return Prediction(None, None, Detections(moved, labels, scores, names), mode)

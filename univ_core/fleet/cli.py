@@ -1,0 +1,56 @@
+"""The command-line flags every fleet command shares (``univ replay``, ``univ autolabel``)."""
+
+import argparse
+from pathlib import Path
+
+EXIT_CODES_HELP = ('exit codes: 0 every input done; 3 partial (some inputs failed or were '
+                   'damaged: their error rows are in the report, the others are complete); 1 '
+                   'error (bad input, or no input could be processed); 2 usage.')
+
+
+def add_fleet_arguments(parser: argparse.ArgumentParser, unit: str = 'input') -> None:
+    """``--workers``, ``--address``, ``--cpus-per-worker``, ``--gpus-per-worker``, ``--retries``.
+
+    Args:
+        parser: the command's parser.
+        unit: what one unit of work is ('bag'), for the help texts.
+    """
+    fleet = parser.add_argument_group(f'fleet (many {unit}s, on Ray)')
+    fleet.add_argument('--workers', type=int, default=None,
+                       help='Ray workers, each with its own model (default: as many as the '
+                            'CPUs/GPUs hold); 1 = in this process, without Ray')
+    fleet.add_argument('--address', default=None,
+                       help="join a Ray cluster: 'auto' (this node's) or ray://HOST:PORT; "
+                            'default: a local Ray runtime on this machine')
+    fleet.add_argument('--cpus-per-worker', type=float, default=1.0,
+                       help='Ray CPUs per worker (its torch threads) (1)')
+    fleet.add_argument('--gpus-per-worker', type=float, default=0.0,
+                       help='Ray GPUs per worker: 1 = one worker per GPU, 0.5 = two share one (0)')
+    fleet.add_argument('--retries', type=int, default=2,
+                       help=f'restarts of a worker that died, re-running its {unit} from '
+                            f'scratch (2)')
+
+
+def uses_fleet_options(args: argparse.Namespace) -> bool:
+    """True when a fleet-only flag was given (a single input then runs as a fleet too)."""
+    return args.workers is not None or args.address is not None
+
+
+def fleet_config(args: argparse.Namespace, out: Path, force: bool, progress: bool,
+                 device: str = '') -> object:
+    """The FleetConfig of the parsed flags (``--workers 1`` without ``--address``: in-process).
+
+    Raises:
+        ValueError: ``device`` is a GPU but the Ray workers ask for none.
+    """
+    from univ_core.fleet.execute import RayConfig
+    from univ_core.fleet.runner import FleetConfig
+
+    in_process = args.workers == 1 and args.address is None
+    if str(device).startswith('cuda') and not in_process and not args.gpus_per_worker:
+        raise ValueError(f'--device {device} on Ray workers needs --gpus-per-worker (1: a GPU '
+                         'each, 0.5: two workers per GPU): Ray gives GPUs only to workers that '
+                         'ask for them')
+    ray = RayConfig(args.address, args.workers, args.cpus_per_worker, args.gpus_per_worker,
+                    args.retries)
+    return FleetConfig(Path(out), ray, not in_process, force, progress)
