@@ -52,6 +52,7 @@ class PredictorConfig:
     compile: bool = False  # torch.compile the model (static shapes; warm-up pays the cost)
     channels_last: bool = False  # torch: NHWC memory format for the conv pyramid and heads
     backend: str = 'torch'  # torch | onnxruntime (.onnx model file, or exported at start)
+    num_threads: int = 0  # torch intra-op threads for inference (0: torch's default)
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
@@ -124,6 +125,8 @@ class Predictor:
                  config: PredictorConfig | None = None,
                  palette: list[list[int]] | None = None) -> None:
         self.config = config or PredictorConfig()
+        if self.config.num_threads > 0:
+            torch.set_num_threads(self.config.num_threads)
         self.palette = (np.asarray(palette, np.uint8) if palette is not None
                         else default_palette(len(seg_classes or [])))
         device = self.config.device
