@@ -64,7 +64,7 @@ def run_offline(args: argparse.Namespace, params: dict) -> dict:
     from univ_ros.replay.offline import ReplayConfig, replay_offline
 
     config = ReplayConfig(args.rgb_topic, args.thermal_topic, params['mode'],
-                          not args.output_mode_only, params.get('sync_slop', DEFAULT_SLOP),
+                          not args.output_mode_only, params.get('sync_slop') or DEFAULT_SLOP,
                           args.storage, args.overlays, not args.quiet)
     return replay_offline(args.bag, args.out, predictor_from(params), config, args.force,
                           str(params.get('model', '')))
