@@ -139,7 +139,7 @@ class PerceptionIO:
     def start(self, predictor: Any) -> None:
         """Subscribe to the cameras and start the worker on ``predictor``."""
         self.pipeline = Pipeline(self.params, predictor.predict, self._publish, self._log,
-                                 self.topics)
+                                 self.topics, alive=self.node.context.ok)
         self.pipeline.start()
         for stream in self.params.streams:
             events = SubscriptionEventCallbacks(

@@ -80,13 +80,14 @@ class Pipeline:
         publish: called by the worker with (reference Frame, Prediction).
         log: ``log(level, text)``, level 'info' | 'warn' | 'error'.
         topics: camera -> topic name used in log lines.
+        alive: False once the node is shutting down (then a failing publish is no problem).
     """
 
     def __init__(self, params: NodeParams, predict: Callable, publish: Callable, log: Log,
-                 topics: dict[str, str]) -> None:
+                 topics: dict[str, str], alive: Callable[[], bool] = lambda: True) -> None:
         self.params = params
         self.predict = predict
-        self._publish, self._log, self.topics = publish, log, topics
+        self._publish, self._log, self.topics, self._alive = publish, log, topics, alive
         self.sync = ApproximateTimeSync(params.sync_slop or None)  # 0: auto
         self.slot: LatestSlot[Pair | Frame] = LatestSlot()
         self.watch = StreamWatch(params.streams, params.stale_after)
@@ -211,7 +212,7 @@ class Pipeline:
             prediction = self.predict(rgb, thermal, mode)
             self._publish(reference, prediction)
         except Exception as err:  # the node never dies on input
-            if self.slot.closed:
+            if self.slot.closed or not self._alive():
                 return  # stopping: publishers may be gone; not a problem of the input
             self.stats.failed()
             self.problem('inference', type(err).__name__,
