@@ -15,7 +15,7 @@ setup(
         ('share/ament_index/resource_index/packages', [f'resource/{PACKAGE}']),
         (f'share/{PACKAGE}', ['package.xml']),
         (f'share/{PACKAGE}/launch', glob('launch/*.launch.py')),
-        (f'share/{PACKAGE}/config', glob('config/*.yaml')),
+        (f'share/{PACKAGE}/config', glob('config/*.yaml') + glob('config/*.xml')),
     ],
     python_requires='>=3.10',
     # Pins live in requirements.txt (setup.sh installs them); these are the loose floors.
@@ -40,6 +40,7 @@ setup(
     entry_points={
         'console_scripts': [
             'perception_node = univ_ros.perception_node:main',
+            'perception_lifecycle_node = univ_ros.lifecycle_node:main',
             'univ = univ_ros.cli:main',
         ],
     },

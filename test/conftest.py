@@ -2,11 +2,13 @@
 
 import os
 import random
+import sys
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+PROFILE = REPO / 'config' / 'fastdds_large_images.xml'
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -16,6 +18,13 @@ def pytest_configure(config: pytest.Config) -> None:
     os.environ.setdefault('ROS_DOMAIN_ID', str(random.SystemRandom().randint(1, 100)))
     os.environ['ROS_LOCALHOST_ONLY'] = '1'
     os.environ['ROS_AUTOMATIC_DISCOVERY_RANGE'] = 'LOCALHOST'
+    # The documented transport remedy (README, "Full-size images"): every process publishing
+    # images (these test cameras and the nodes) uses the shipped Fast DDS profile.
+    os.environ.setdefault('FASTRTPS_DEFAULT_PROFILES_FILE', str(PROFILE))
+    # ros2 launch / ros2 run find univ_ros in this venv's ament index (tools/register_ament.py).
+    prefixes = os.environ.get('AMENT_PREFIX_PATH', '').split(os.pathsep)
+    if sys.prefix not in prefixes:
+        os.environ['AMENT_PREFIX_PATH'] = os.pathsep.join(filter(None, [sys.prefix, *prefixes]))
 
 
 def data_root() -> Path:
@@ -30,3 +39,11 @@ def data_root() -> Path:
 @pytest.fixture(scope='session')
 def data_dir() -> Path:
     return data_root()
+
+
+@pytest.fixture(scope='session')
+def toy_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random UNIV model file (test/toy.py) shared by the node tests."""
+    from toy import write_toy_model
+
+    return write_toy_model(tmp_path_factory.mktemp('model') / 'toy.safetensors')

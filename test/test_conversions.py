@@ -1,12 +1,18 @@
-"""Image conversions against real rclpy (ROS 2 Jazzy) messages and rosbags messages alike."""
+"""Image conversions against real rclpy (ROS 2 Jazzy) messages and rosbags messages alike.
 
+YUV, Bayer and CompressedImage decoding are checked on a real MSRS image.
+"""
+
+import cv2
 import numpy as np
 import pytest
 from rclpy.serialization import deserialize_message, serialize_message
 from rosbags.typesys import Stores, get_typestore
+from sensor_msgs.msg import CompressedImage as RclpyCompressedImage
 from sensor_msgs.msg import Image as RclpyImage
 from std_msgs.msg import Header as RclpyHeader
 
+from univ_ros.compressed import rgb_from_compressed, thermal_from_compressed
 from univ_ros.conversions import (
     COLOUR_ENCODINGS,
     ENCODINGS,
@@ -164,12 +170,20 @@ def test_truncated_data_is_rejected(cls_name):
         image_to_numpy(msg)
 
 
-def test_unknown_encoding_and_short_step_are_rejected():
-    with pytest.raises(ImageConversionError, match="'yuv422'"):
-        image_to_numpy(raw_message('rclpy', bytes(H * W * 2), 'yuv422', H, W, W * 2))
-    with pytest.raises(ImageConversionError, match='step 13 is smaller than .* 14'):
-        image_to_numpy(raw_message('rclpy', bytes(H * 13), 'mono16', H, W, 13))
-    assert isinstance(ImageConversionError('x'), ValueError)
+def test_each_problem_has_its_kind():
+    cases = [
+        (raw_message('rclpy', bytes(H * W * 2), 'nv21', H, W, W * 2), "'nv21'", 'encoding'),
+        (raw_message('rclpy', bytes(H * 13), 'mono16', H, W, 13), 'step 13 is smaller .* 14',
+         'step'),
+        (raw_message('rclpy', bytes(H * W), 'mono8', H, W, W + 1), 'data has', 'data_length'),
+        (raw_message('rclpy', b'', 'mono8', 0, 0, 0), 'empty', 'empty'),
+        (raw_message('rosbags', bytes(H * W), 'bayer_rggb8', H, W, W), 'even', 'data_length'),
+    ]
+    for msg, text, kind in cases:
+        with pytest.raises(ImageConversionError, match=text) as caught:
+            image_to_numpy(msg)
+        assert caught.value.kind == kind
+    assert isinstance(ImageConversionError('x', 'encoding'), ValueError)
 
 
 def test_rgb_from_msg_accepts_colour_only():
@@ -212,7 +226,7 @@ def test_fill_image_rejects_mismatched_arrays():
         fill_image(RclpyImage(), np.zeros((H, W), np.uint8), 'rgb8')
     with pytest.raises(ValueError, match=r'needs an \(H, W\) array'):
         fill_image(RclpyImage(), np.zeros((H, W, 3), np.uint16), 'mono16')
-    with pytest.raises(ImageConversionError, match="'bayer_rggb8'"):
+    with pytest.raises(ValueError, match="'bayer_rggb8' is decoded only"):
         fill_image(RclpyImage(), np.zeros((H, W), np.uint8), 'bayer_rggb8')
 
 
@@ -237,3 +251,96 @@ def test_stamp_seconds_reads_either_header():
     rclpy_header.stamp.sec, rclpy_header.stamp.nanosec = 12, 500_000_000
     bag_header = BagHeader(stamp=BagTime(sec=12, nanosec=500_000_000), frame_id='')
     assert stamp_seconds(rclpy_header) == stamp_seconds(bag_header) == 12.5
+
+
+@pytest.fixture(scope='module')
+def real_rgb(data_dir) -> np.ndarray:
+    """A real MSRS RGB image, (480, 640, 3) uint8."""
+    path = sorted((data_dir / 'msrs_mini/train/vi').glob('*.png'))[0]
+    return cv2.cvtColor(cv2.imread(str(path), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+
+
+def yuv422_bytes(rgb: np.ndarray, order: str) -> bytes:
+    """Pack an RGB image as 4:2:2, BT.601 video range (cameras' YUV): 'uyvy' or 'yuyv'."""
+    r, g, b = np.moveaxis(rgb.astype(np.float64), -1, 0)  # 3 x (H, W)
+    y = 16 + 0.257 * r + 0.504 * g + 0.098 * b
+    u = 128 - 0.148 * r - 0.291 * g + 0.439 * b
+    v = 128 + 0.439 * r - 0.368 * g - 0.071 * b
+    u2, v2 = (u[:, 0::2] + u[:, 1::2]) / 2, (v[:, 0::2] + v[:, 1::2]) / 2  # (H, W / 2)
+    planes = {'y0': y[:, 0::2], 'y1': y[:, 1::2], 'u': u2, 'v': v2}
+    names = ('u', 'y0', 'v', 'y1') if order == 'uyvy' else ('y0', 'u', 'y1', 'v')
+    packed = np.stack([planes[n] for n in names], axis=-1)  # (H, W / 2, 4)
+    return np.clip(np.rint(packed), 0, 255).astype(np.uint8).tobytes()
+
+
+def mosaic(rgb: np.ndarray, pattern: str) -> bytes:
+    """Sample an RGB image through a Bayer filter ('rggb' = R at (0, 0), then G, G, B)."""
+    out = np.empty(rgb.shape[:2], np.uint8)
+    for (dy, dx), colour in zip(((0, 0), (0, 1), (1, 0), (1, 1)), pattern, strict=True):
+        out[dy::2, dx::2] = rgb[dy::2, dx::2, 'rgb'.index(colour)]
+    return out.tobytes()
+
+
+def mean_error(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.abs(a.astype(np.float64) - b).mean())
+
+
+@pytest.mark.parametrize(('encoding', 'order'), [('yuv422', 'uyvy'), ('yuv422_yuy2', 'yuyv')])
+def test_yuv422_decodes_to_rgb_in_the_right_byte_order(real_rgb, encoding, order):
+    h, w = real_rgb.shape[:2]
+    msg = raw_message('rclpy', yuv422_bytes(real_rgb, order), encoding, h, w, 2 * w)
+    rgb = rgb_from_msg(msg)
+    assert rgb.shape == (h, w, 3) and rgb.dtype == np.uint8
+    assert mean_error(rgb, real_rgb) < 3  # chroma subsampling and rounding only
+    other = 'yuv422_yuy2' if encoding == 'yuv422' else 'yuv422'
+    msg.encoding = other
+    assert mean_error(rgb_from_msg(msg), real_rgb) > 20  # the other byte order is wrong
+
+
+@pytest.mark.parametrize('pattern', ['rggb', 'bggr', 'gbrg', 'grbg'])
+def test_bayer_mosaics_demosaic_to_rgb(real_rgb, pattern):
+    h, w = real_rgb.shape[:2]
+    msg = raw_message('rosbags', mosaic(real_rgb, pattern), f'bayer_{pattern}8', h, w, w)
+    rgb = rgb_from_msg(msg)
+    assert rgb.shape == (h, w, 3)
+    assert mean_error(rgb, real_rgb) < 6  # demosaicing error on a real scene
+    wrong = {'rggb': 'bggr', 'bggr': 'rggb', 'gbrg': 'grbg', 'grbg': 'gbrg'}[pattern]
+    msg.encoding = f'bayer_{wrong}8'
+    assert mean_error(rgb_from_msg(msg), real_rgb) > 3 * mean_error(rgb, real_rgb)
+
+
+def compressed(payload: bytes, fmt: str) -> RclpyCompressedImage:
+    msg = RclpyCompressedImage(format=fmt)
+    msg.data = payload
+    return msg
+
+
+def test_compressed_rgb_jpeg_and_thermal_png16(real_rgb):
+    jpeg = cv2.imencode('.jpg', cv2.cvtColor(real_rgb, cv2.COLOR_RGB2BGR),
+                        [cv2.IMWRITE_JPEG_QUALITY, 95])[1].tobytes()
+    wire = deserialize_message(serialize_message(
+        compressed(jpeg, 'rgb8; jpeg compressed bgr8')), RclpyCompressedImage)
+    rgb = rgb_from_compressed(wire)
+    assert rgb.shape == real_rgb.shape and mean_error(rgb, real_rgb) < 3
+    thermal = (real_rgb[..., 0].astype(np.uint16) * 257)  # (H, W) uint16
+    png = cv2.imencode('.png', thermal)[1].tobytes()
+    decoded = thermal_from_compressed(compressed(png, 'mono16; png compressed mono16'))
+    assert decoded.dtype == np.uint16
+    np.testing.assert_array_equal(decoded, thermal)  # png is lossless
+    grey = thermal_from_compressed(compressed(jpeg, 'jpeg'))  # colour payload: reduced to grey
+    assert grey.shape == thermal.shape and grey.dtype == np.uint8
+
+
+def test_bad_compressed_images_name_the_problem(real_rgb):
+    cases = [
+        (rgb_from_compressed, compressed(b'not an image', 'jpeg'), 'does not decode',
+         'compressed'),
+        (thermal_from_compressed, compressed(bytes(20), '16UC1; compressedDepth png'),
+         'compressedDepth', 'encoding'),
+        (rgb_from_compressed, compressed(cv2.imencode('.png', real_rgb[..., 0])[1].tobytes(),
+                                         'png'), 'expected 8-bit colour', 'channels'),
+    ]
+    for decode, msg, text, kind in cases:
+        with pytest.raises(ImageConversionError, match=text) as caught:
+            decode(msg)
+        assert caught.value.kind == kind

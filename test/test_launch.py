@@ -1,187 +1,179 @@
-"""launch/perception.launch.py against test doubles of launch/launch_ros, and the config file.
+"""``ros2 launch univ_ros perception.launch.py`` for real (ros2cli, launch, launch_ros).
 
-``launch`` and ``launch_ros`` are not installable here: ``test/launch_double`` records what the
-launch file constructs. The real ament index lookup runs against a temporary install prefix
-laid out from setup.py's ``data_files``.
+setup.sh installs the ROS 2 command line and registers univ_ros in the venv's ament index;
+conftest puts the venv on AMENT_PREFIX_PATH. The launch runs as a subprocess in its own process
+group (as a terminal runs it), real pairs go in, outputs are checked with rclpy and with
+``ros2 topic echo``, the ROS command line inspects the node, and Ctrl-C (SIGINT to the group)
+must stop everything cleanly: exit code 0.
 """
 
-import importlib.util
+import contextlib
+import os
 import re
-import runpy
-import shutil
+import signal
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
-import setuptools
-import yaml
+from perception_rig import (
+    DEADLINE,
+    RGB_FRAME,
+    THERMAL_FRAME,
+    Rig,
+    image_msg,
+    key,
+    load_pairs,
+    stream,
+)
 
-from univ_ros.params import CLASS_SPECS, PARAM_SPECS
-
+ROS2 = str(Path(sys.prefix) / 'bin' / 'ros2')
 REPO = Path(__file__).resolve().parents[1]
-DOUBLE = Path(__file__).with_name('launch_double')
-CONFIG = REPO / 'config' / 'perception.yaml'
-LAUNCH_ARGS = {
-    'params_file',
-    'namespace',
-    'rgb_topic',
-    'thermal_topic',
-    'device',
-    'model',
-    'use_sim_time',
-}
+ARGUMENTS = ('params_file', 'namespace', 'rgb_topic', 'thermal_topic', 'device', 'model',
+             'use_sim_time', 'managed', 'autostart', 'fastdds_profile')
 
 
-def setup_kwargs(monkeypatch: pytest.MonkeyPatch) -> dict:
-    """The keyword arguments setup.py passes to setuptools.setup (run from the repo root)."""
-    captured = {}
-    monkeypatch.setattr(setuptools, 'setup', lambda **kwargs: captured.update(kwargs))
-    monkeypatch.chdir(REPO)
-    runpy.run_path(str(REPO / 'setup.py'))
-    return captured
+def ros2(*args: str, timeout: float = DEADLINE) -> str:
+    """Run a ros2 command; its stdout (fails on a non-zero exit)."""
+    run = subprocess.run([ROS2, *args], capture_output=True, text=True, timeout=timeout)
+    assert run.returncode == 0, f'ros2 {" ".join(args)}:\n{run.stdout}\n{run.stderr}'
+    return run.stdout
 
 
-def install_data_files(kwargs: dict, prefix: Path) -> None:
-    """Copy setup.py's data_files under ``prefix`` as `pip install` / colcon would."""
-    for destination, files in kwargs['data_files']:
-        (prefix / destination).mkdir(parents=True, exist_ok=True)
-        for name in files:
-            shutil.copy(REPO / name, prefix / destination)
+def ros2_until(pattern: str, *args: str, timeout: float = DEADLINE) -> str:
+    """Repeat a ros2 query until its output matches ``pattern`` (graph discovery takes time)."""
+    deadline, out = time.monotonic() + timeout, ''
+    while time.monotonic() < deadline:
+        run = subprocess.run([ROS2, *args], capture_output=True, text=True, timeout=timeout)
+        out = run.stdout + run.stderr
+        if re.search(pattern, out):
+            return out
+        time.sleep(0.5)
+    raise AssertionError(f'ros2 {" ".join(args)}: no {pattern!r} within {timeout} s:\n{out}')
 
 
-@pytest.fixture
-def installed(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> tuple[dict, object]:
-    """(setup kwargs, LaunchDescription) with the doubles first on sys.path."""
-    kwargs = setup_kwargs(monkeypatch)
-    install_data_files(kwargs, tmp_path)
-    monkeypatch.setenv('AMENT_PREFIX_PATH', str(tmp_path))
-    monkeypatch.syspath_prepend(str(DOUBLE))
-    for name in list(sys.modules):  # a real launch package must not shadow the doubles
-        if name.split('.')[0] in ('launch', 'launch_ros'):
-            monkeypatch.delitem(sys.modules, name)
-    spec = importlib.util.spec_from_file_location(
-        'perception_launch', REPO / 'launch' / 'perception.launch.py'
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    assert Path(sys.modules['launch'].__file__).is_relative_to(DOUBLE)
-    return kwargs, module.generate_launch_description()
+class Launch:
+    """``ros2 launch univ_ros perception.launch.py ARGS`` in its own process group."""
+
+    def __init__(self, log_path: Path, *arguments: str, unset: tuple[str, ...] = ()) -> None:
+        self.log_path = log_path
+        self._log = open(log_path, 'wb')  # noqa: SIM115  (closed in interrupt())
+        env = {k: v for k, v in os.environ.items() if k not in unset}
+        self.process = subprocess.Popen(
+            [ROS2, 'launch', 'univ_ros', 'perception.launch.py', *arguments],
+            stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True,
+            env={**env, 'RCUTILS_LOGGING_BUFFERED_STREAM': '0'})
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors='replace')
+
+    def wait_for_log(self, pattern: str, timeout: float = DEADLINE) -> re.Match:
+        deadline = time.monotonic() + timeout
+        while not (match := re.search(pattern, self.log())):
+            assert self.process.poll() is None, f'launch exited:\n{self.log()[-3000:]}'
+            assert time.monotonic() < deadline, f'no {pattern!r} within {timeout} s'
+            time.sleep(0.1)
+        return match
+
+    def interrupt(self) -> int:
+        """Ctrl-C as a terminal sends it: SIGINT to the whole process group; the exit code."""
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGINT)
+            try:
+                self.process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+        self._log.close()
+        return self.process.returncode
 
 
-def split(description: object) -> tuple[dict, object]:
-    from launch.actions import DeclareLaunchArgument
-    from launch_ros.actions import Node
-
-    arguments = {e.name: e for e in description.entities if isinstance(e, DeclareLaunchArgument)}
-    (node,) = [e for e in description.entities if isinstance(e, Node)]
-    assert len(description.entities) == len(arguments) + 1
-    return arguments, node
-
-
-def config_parameters() -> dict:
-    """config/perception.yaml's parameters, nested keys joined with '.'."""
-    document = yaml.safe_load(CONFIG.read_text())
-    assert list(document) == ['/**'] and list(document['/**']) == ['ros__parameters']
-
-    def flatten(tree: dict, prefix: str = '') -> dict:
-        flat = {}
-        for key, value in tree.items():
-            if isinstance(value, dict):
-                flat.update(flatten(value, f'{prefix}{key}.'))
-            else:
-                flat[f'{prefix}{key}'] = value
-        return flat
-
-    return flatten(document['/**']['ros__parameters'])
+@contextlib.contextmanager
+def launched(log_path: Path, *arguments: str, unset: tuple[str, ...] = ()):
+    launch = Launch(log_path, *arguments, unset=unset)
+    try:
+        yield launch
+    finally:
+        launch.interrupt()
+        subprocess.run([ROS2, 'daemon', 'stop'], capture_output=True, timeout=60)
 
 
-def test_node_action_matches_setup_py(installed: tuple) -> None:
-    kwargs, description = installed
-    from launch.substitutions import LaunchConfiguration
-
-    _, node = split(description)
-    assert node.package == kwargs['name'] == 'univ_ros'
-    scripts = dict(
-        line.replace(' ', '').split('=') for line in kwargs['entry_points']['console_scripts']
-    )
-    assert scripts[node.executable] == 'univ_ros.perception_node:main'
-    assert node.name == 'univ_perception'
-    assert "NODE_NAME = 'univ_perception'" in (REPO / 'univ_ros/perception_node.py').read_text()
-    assert node.namespace == LaunchConfiguration('namespace')
-    assert node.kwargs == {'output': 'screen', 'emulate_tty': True}
+def test_show_args_lists_every_argument_with_its_description() -> None:
+    out = ros2('launch', 'univ_ros', 'perception.launch.py', '--show-args')
+    declared = re.findall(r"^    '(\w+)':$", out, re.MULTILINE)
+    assert tuple(declared) == ARGUMENTS
+    share = Path(ros2('pkg', 'prefix', 'univ_ros').strip()) / 'share' / 'univ_ros'
+    assert f"(default: '{share / 'config' / 'perception.yaml'}')" in out
+    assert (share / 'config' / 'perception.yaml').resolve() == REPO / 'config/perception.yaml'
+    assert (share / 'config' / 'fastdds_large_images.xml').is_file()
 
 
-def test_params_file_defaults_to_installed_config(installed: tuple) -> None:
-    _, description = installed
-    from launch.substitutions import LaunchConfiguration
-
-    arguments, node = split(description)
-    default = Path(arguments['params_file'].default_value)
-    assert default.parts[-4:] == ('share', 'univ_ros', 'config', 'perception.yaml')
-    assert default.read_text() == CONFIG.read_text()  # installed by setup.py's data_files
-    assert node.parameters[0] == LaunchConfiguration('params_file')
-    overrides = node.parameters[1]
-    assert set(overrides) == {'device', 'model', 'use_sim_time'}
-    for name, value in overrides.items():
-        assert value.value == LaunchConfiguration(name)
-    assert overrides['use_sim_time'].value_type is bool
-    assert overrides['device'].value_type is str and overrides['model'].value_type is str
-    assert arguments['device'].default_value == config_parameters()['device']
-    assert arguments['model'].default_value == config_parameters()['model']
-
-
-def test_remappings_match_config_topics(installed: tuple) -> None:
-    _, description = installed
-    from launch.substitutions import LaunchConfiguration
-
-    arguments, node = split(description)
-    config = config_parameters()
-    assert node.remappings == [
-        (config['rgb_topic'], LaunchConfiguration('rgb_topic')),
-        (config['thermal_topic'], LaunchConfiguration('thermal_topic')),
-    ]
-    assert arguments['rgb_topic'].default_value == config['rgb_topic']
-    assert arguments['thermal_topic'].default_value == config['thermal_topic']
-
-
-def test_every_launch_argument_declared_with_description(installed: tuple) -> None:
-    _, description = installed
-    from launch.substitutions import LaunchConfiguration
-
-    arguments, node = split(description)
-    assert set(arguments) == LAUNCH_ARGS
-    assert all(len(a.description) > 15 for a in arguments.values())
-    used = [
-        node.namespace,
-        node.parameters[0],
-        *(v.value for v in node.parameters[1].values()),
-        *(target for _, target in node.remappings),
-    ]
-    assert all(isinstance(u, LaunchConfiguration) for u in used)
-    assert {u.variable_name for u in used} == LAUNCH_ARGS
-
-
-def test_config_documents_every_parameter_with_its_default() -> None:
-    config = config_parameters()
-    specs = {spec.name: spec for spec in PARAM_SPECS + CLASS_SPECS}
-    assert set(config) <= set(specs), f'unknown keys {set(config) - set(specs)}'
-    text = CONFIG.read_text()
-    for name, spec in specs.items():
-        if name in config:
-            expected = (
-                pytest.approx(spec.default) if isinstance(spec.default, float) else (spec.default)
-            )
-            assert config[name] == expected, name
-        else:  # an optional parameter: shown commented out, with a value of the right shape
-            leaf = name.split('.')[-1]
-            match = re.search(rf'^\s*# {leaf}: (\[.*\])$', text, re.MULTILINE)
-            assert match, f'{name} is neither set nor shown commented out'
-            assert isinstance(yaml.safe_load(match.group(1)), list)
+def test_ros2_launch_runs_the_managed_node_end_to_end(toy_model, data_dir, tmp_path) -> None:
+    pairs = load_pairs(data_dir, 4, 'msrs')
+    cameras = [(image_msg(rgb, 'rgb8', RGB_FRAME), image_msg(ir, 'mono8', THERMAL_FRAME))
+               for rgb, ir in pairs]
+    node_name = '/launched/univ_perception'
+    with launched(tmp_path / 'launch.log', 'namespace:=launched', f'model:={toy_model}',
+                  'device:=cpu', 'rgb_topic:=/cams/rgb/image_raw',
+                  'thermal_topic:=/cams/thermal/image_raw',
+                  unset=('FASTRTPS_DEFAULT_PROFILES_FILE',)) as launch:  # the launch default
+        pid = int(launch.wait_for_log(r'perception_lifecycle_node-1\]: process started with '
+                                      r'pid \[(\d+)\]').group(1))
+        launch.wait_for_log('activated: subscribed to the cameras')
+        assert 'rgb camera: /cams/rgb/image_raw' in launch.log()  # remapped by the launch
+        environ = Path(f'/proc/{pid}/environ').read_bytes().split(b'\0')
+        assert (b'FASTRTPS_DEFAULT_PROFILES_FILE=' + str(Path(sys.prefix) / 'share/univ_ros/'
+                'config/fastdds_large_images.xml').encode()) in environ
+        echo = subprocess.Popen([ROS2, 'topic', 'echo', '--once', f'{node_name}/detections',
+                                 'vision_msgs/msg/Detection2DArray'],
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        rig = Rig('/launched', cameras='/cams')
+        try:
+            rig.wait_until(lambda: rig.rgb_pub.get_subscription_count() > 0
+                           and rig.thermal_pub.get_subscription_count() > 0, DEADLINE,
+                           'launched node subscribed')
+            published = []
+            while echo.poll() is None:  # until `ros2 topic echo --once` got one, at most 60 s
+                published += stream(rig, 1.0, lambda i: cameras[i % 4])
+                assert len(published) < 60 * 30, 'ros2 topic echo --once got nothing'
+            final = rig.wait_until_idle({'rgb': len(published), 'thermal': len(published)})
+        finally:
+            rig.close()
+        echoed = echo.communicate(timeout=30)[0]
+        assert f'frame_id: {RGB_FRAME}' in echoed and 'detections:' in echoed
+        masks = rig.outputs['segmentation'].messages
+        stamps = {key(stamp) for _, stamp, _ in published}
+        assert masks and all(key(m.header.stamp) in stamps and m.width == 640 for m in masks)
+        assert int(final['rgb_frames']) == int(final['thermal_frames']) == len(published)
+        assert node_name in ros2_until(node_name, 'node', 'list')
+        assert 'active [3]' in ros2_until(r'active \[3\]', 'lifecycle', 'get', node_name)
+        assert str(toy_model) in ros2('param', 'get', node_name, 'model')
+        label_info = ros2('topic', 'echo', '--once', '--qos-durability', 'transient_local',
+                          '--qos-reliability', 'reliable', f'{node_name}/detections/label_info',
+                          'vision_msgs/msg/LabelInfo', timeout=60)
+        assert 'class_name: person' in label_info and 'class_name: car' in label_info
+        assert 'Transitioning successful' in ros2('lifecycle', 'set', node_name, 'deactivate')
+        launch.wait_for_log('model released: predictor freed True')
+    assert launch.process.returncode == 0, launch.log()[-3000:]
+    assert 'process has finished cleanly' in launch.log()
+    assert 'Traceback' not in launch.log()
 
 
-def test_config_comments_every_key() -> None:
-    lines = [line.strip() for line in CONFIG.read_text().splitlines() if line.strip()]
-    keys = [i for i, line in enumerate(lines) if re.match(r'^[a-z_]+: \S', line)]
-    assert len(keys) == len(config_parameters())
-    for i in keys:
-        assert lines[i - 1].startswith('#'), f'no comment above {lines[i]!r}'
+def test_ros2_launch_plain_node_with_managed_false(toy_model, tmp_path) -> None:
+    node_name = '/plain/univ_perception'
+    with launched(tmp_path / 'plain.log', 'namespace:=plain', f'model:={toy_model}',
+                  'device:=cpu', 'managed:=false') as launch:
+        launch.wait_for_log(r'\[perception_node-1\].*mode fused, device cpu')
+        services = ros2_until(f'{node_name}/get_parameters', 'service', 'list')
+        assert f'{node_name}/change_state' not in services  # not a lifecycle node
+        assert 'perception_lifecycle_node' not in launch.log()
+    assert launch.process.returncode == 0, launch.log()[-3000:]
+    assert 'process has finished cleanly' in launch.log()
+
+
+@pytest.fixture(autouse=True)
+def _no_stray_daemon():
+    """ros2 commands start a daemon; stop it even when a test fails early."""
+    yield
+    subprocess.run([ROS2, 'daemon', 'stop'], capture_output=True, timeout=60)

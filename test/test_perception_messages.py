@@ -1,11 +1,10 @@
-"""Message builders (rclpy and rosbags classes give the same message), status and parameters."""
+"""Message builders (rclpy and rosbags classes give the same message) and the node status."""
 
 from pathlib import Path
 
 import numpy as np
 import pytest
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
-from rclpy.qos import ReliabilityPolicy
 from rclpy.serialization import deserialize_message, serialize_message
 from rosbags.typesys import Stores, get_types_from_msg, get_typestore
 from std_msgs.msg import Header
@@ -13,8 +12,8 @@ from vision_msgs.msg import Detection2DArray, LabelInfo
 
 from univ_core.inference import Detections
 from univ_ros.messages import StatusReport, fill_detections, fill_diagnostics, fill_label_info
-from univ_ros.params import PARAM_SPECS, NodeParams, describe, input_qos
 from univ_ros.perception_status import PipelineStats, camera_state, change_message, pipeline_report
+from univ_ros.replay.scoring import boxes_from_msg
 from univ_ros.stream_watch import StreamChange
 from univ_ros.sync import SlotStats, SyncStats
 
@@ -100,97 +99,94 @@ def test_status_report_rejects_unknown_level() -> None:
         StatusReport('n', 'WARNING', 'm')
 
 
+def test_class_ids_as_integers_map_back_through_label_info(store) -> None:
+    ros_header, _ = headers(store)
+    msg = fill_detections(Detection2DArray(), DETECTIONS, ros_header, class_id='id')
+    assert [d.results[0].hypothesis.class_id for d in msg.detections] == ['2', '0']
+    label_info = fill_label_info(LabelInfo(), ['person', 'bicycle', 'car'], ros_header, 0.3)
+    names = [c.class_name for c in label_info.class_map]
+    boxes, mapped, scores = boxes_from_msg(msg, names)
+    assert mapped == ['car', 'person']
+    np.testing.assert_allclose(boxes, DETECTIONS.boxes)
+    assert boxes_from_msg(msg)[1] == ['2', '0']  # without the map: the text as sent
+    named = fill_detections(Detection2DArray(), DETECTIONS, ros_header)
+    assert boxes_from_msg(named, names)[1] == ['car', 'person']  # names pass through
+    with pytest.raises(ValueError, match='class_id'):
+        fill_detections(Detection2DArray(), DETECTIONS, ros_header, class_id='label')
+
+
+REASONS = {'rgb': 'silent for 0.7 s', 'thermal': 'bad frames: size 320x240 vs 640x480'}
+
+
 @pytest.mark.parametrize(
     'mode, live, seen, expected',
     [
-        ('fused', ('rgb', 'thermal'), {'rgb', 'thermal'}, ('OK', 'fused')),
-        ('fused', ('rgb',), {'rgb', 'thermal'}, ('WARN', 'rgb')),
-        ('fused', ('thermal',), {'rgb', 'thermal'}, ('WARN', 'thermal')),
-        ('fused', ('rgb',), {'rgb'}, ('WARN', 'rgb')),  # thermal never seen: still a fault
-        ('auto', ('rgb',), {'rgb'}, ('OK', 'rgb')),  # auto: a one-camera rig is fine
-        ('auto', ('rgb',), {'rgb', 'thermal'}, ('WARN', 'rgb')),  # ... but a camera lost is not
-        ('fused', (), set(), ('WARN', 'waiting')),
+        ('fused', ('rgb', 'thermal'), {'rgb', 'thermal'}, ('OK', 'fused', 'running fused')),
+        ('fused', ('rgb',), {'rgb', 'thermal'},
+         ('WARN', 'rgb', 'thermal camera bad frames: size 320x240 vs 640x480: running on rgb '
+          'only')),
+        ('fused', ('thermal',), {'rgb', 'thermal'},
+         ('WARN', 'thermal', 'rgb camera silent for 0.7 s: running on thermal only')),
+        ('fused', ('rgb',), {'rgb'}, ('WARN', 'rgb', None)),  # thermal never seen: a fault
+        ('auto', ('rgb',), {'rgb'}, ('OK', 'rgb', None)),  # auto: a one-camera rig is fine
+        ('auto', ('rgb',), {'rgb', 'thermal'}, ('WARN', 'rgb', None)),  # a camera lost is not
+        ('fused', (), set(), ('WARN', 'waiting', 'no image yet from rgb, thermal')),
+        ('fused', (), {'rgb', 'thermal'},
+         ('WARN', 'waiting', 'no usable camera: rgb camera silent for 0.7 s; thermal camera '
+          'bad frames: size 320x240 vs 640x480')),
     ],
 )
-def test_camera_state(mode, live, seen, expected) -> None:
-    level, state, message = camera_state(mode, ('rgb', 'thermal'), live, seen)
-    assert (level, state) == expected and message
+def test_camera_state_says_why(mode, live, seen, expected) -> None:
+    level, state, message = camera_state(mode, ('rgb', 'thermal'), live, seen, REASONS)
+    assert (level, state) == expected[:2]
+    assert message == expected[2] or expected[2] is None
 
 
 def test_camera_state_single_camera_modes() -> None:
-    assert camera_state('thermal', ('thermal',), ('thermal',), {'thermal'})[:2] == (
-        'OK',
-        'thermal',
-    )
-    assert camera_state('rgb', ('rgb',), (), {'rgb'})[:2] == ('WARN', 'waiting')
+    assert camera_state('thermal', ('thermal',), ('thermal',), {'thermal'}, {})[:2] == (
+        'OK', 'thermal')
+    assert camera_state('rgb', ('rgb',), (), {'rgb'}, {'rgb': 'silent for 2.0 s'}) == (
+        'WARN', 'waiting', 'no usable camera: rgb camera silent for 2.0 s')
 
 
 def test_change_message() -> None:
-    stale = StreamChange('thermal', True, 0.61)
+    stale = StreamChange('thermal', True, 'bad frames: 307200 of 307200 pixels NaN')
     assert change_message(stale, 'fused', ('rgb',), {'rgb', 'thermal'}) == (
-        True,
-        'thermal camera silent for 0.6 s: continuing on rgb',
-    )
+        True, 'thermal camera unusable (bad frames: 307200 of 307200 pixels NaN): continuing '
+              'on rgb')
     assert change_message(stale, 'auto', ('rgb',), {'rgb'})[0] is False
-    assert change_message(StreamChange('thermal', False, 0.0), 'fused', (), set()) == (
-        False,
-        'thermal camera is back',
-    )
+    assert change_message(StreamChange('thermal', False, ''), 'fused', (), set()) == (
+        False, 'thermal camera is back')
 
 
-def test_pipeline_report_counts_and_qos_error() -> None:
+def test_pipeline_report_accounts_for_every_pair_and_frame() -> None:
     stats = PipelineStats(('rgb', 'thermal'))
-    stats.arrived('rgb')
+    for _ in range(3):
+        stats.received('rgb')
+        stats.good('rgb')
+    stats.received('thermal')
+    stats.bad('thermal')
+    stats.received('thermal')
+    stats.good('thermal', masked_pixels=7)
     stats.paired(0.002)
-    stats.processed('fused', 0.05, 0.08)
-    slot, sync = SlotStats(put=10, dropped=6, taken=3, waiting=1), SyncStats(22, 10, 2, 0, 0)
-    report = pipeline_report(
-        'n: pipeline',
-        'cpu',
-        'fused',
-        ('OK', 'fused', 'running fused'),
-        {'rgb': 30.0, 'thermal': 29.5},
-        stats,
-        slot,
-        sync,
-    )
+    stats.processed('fused', 0.05, 0.08, 0.09)
+    stats.processed('rgb', 0.03, 0.04, 0.05)
+    stats.failed()
+    slot, sync = SlotStats(put=10, dropped=5, taken=4, waiting=1), SyncStats(22, 10, 2, 0, 0)
+    head = {'requested_mode': 'fused', 'model': 'loaded'}
+    report = pipeline_report('n: pipeline', 'cpu', head, ('OK', 'fused', 'running fused'),
+                             {'rgb': 30.0, 'thermal': 29.5}, stats, slot, sync)
     v = report.values
-    assert report.level == 'OK' and v['state'] == 'fused'
-    assert v['pairs_in'] == v['pairs_processed'] + v['pairs_dropped'] + v['pairs_waiting']
-    assert v['thermal_age_s'] == 'never' and v['rgb_age_s'] < 1.0
-    assert v['processing_ms'] == pytest.approx(50.0) and v['skew_ms'] == pytest.approx(2.0)
-    assert v['sync_misses'] == 2 and v['processed_fused'] == 1
+    assert report.level == 'OK' and v['state'] == 'fused' and v['model'] == 'loaded'
+    assert (v['pairs_processed'], v['pairs_failed'], v['pairs_in_progress']) == (2, 1, 1)
+    assert v['pairs_in'] == (v['pairs_processed'] + v['pairs_failed'] + v['pairs_dropped']
+                             + v['pairs_waiting'] + v['pairs_in_progress'])
+    assert (v['rgb_frames'], v['thermal_frames'], v['thermal_bad_frames']) == (3, 2, 1)
+    assert v['bad_inputs'] == 1 and v['thermal_masked_pixels'] == 7
+    assert v['processing_ms'] == pytest.approx(40.0) and v['latency_ms'] == pytest.approx(60.0)
+    assert v['input_age_ms'] == pytest.approx(70.0) and v['skew_ms'] == pytest.approx(2.0)
+    assert v['sync_misses'] == 2 and (v['processed_fused'], v['processed_rgb']) == (1, 1)
     stats.qos_incompatible()
-    report = pipeline_report(
-        'n: pipeline', 'cpu', 'fused', ('OK', 'fused', 'running fused'), {}, stats, slot, sync
-    )
+    report = pipeline_report('n: pipeline', 'cpu', head, ('OK', 'fused', 'running fused'), {},
+                             stats, slot, sync)
     assert report.level == 'ERROR' and 'incompatible QoS' in report.message
-
-
-def test_node_params_checks() -> None:
-    assert NodeParams(mode='thermal').streams == ('thermal',)
-    assert NodeParams(mode='auto').streams == ('rgb', 'thermal')
-    for bad in (
-        {'mode': 'stereo'},
-        {'qos_reliability': 'best'},
-        {'input_size': (1, 2, 3)},
-        {'homography': (1.0,) * 8},
-    ):
-        with pytest.raises(ValueError, match='parameter'):
-            NodeParams(**bad)
-    assert input_qos(NodeParams()).reliability == ReliabilityPolicy.BEST_EFFORT
-    assert input_qos(NodeParams(qos_reliability='reliable', qos_depth=2)).depth == 2
-
-
-def test_every_parameter_described_with_range_where_bounded() -> None:
-    for spec in PARAM_SPECS:
-        descriptor = describe(spec)
-        assert len(descriptor.description) > 20 and descriptor.read_only == spec.read_only
-        ranges = [*descriptor.floating_point_range, *descriptor.integer_range]
-        assert len(ranges) == (spec.bounds is not None), spec.name
-    assert {s.name for s in PARAM_SPECS if not s.read_only} == {
-        'stale_after',
-        'score_threshold',
-        'nms_iou',
-        'publish_color',
-    }

@@ -256,23 +256,50 @@ def test_bag_without_thermal_topic_lists_its_topics(msrs_bag, work, toy_model, c
 
 
 @pytest.mark.ros
-def test_online_replay_through_the_node_matches_offline(msrs_bag, config_file, offline_out,
-                                                        work):
-    out = work / 'online'
-    assert cli.main(['replay', str(msrs_bag), '--out', str(out), '--rate', '1', '--config',
-                     str(config_file), '--quiet', '--node-timeout', '60']) == 0
+def test_online_replay_answers_every_pair_as_offline(msrs_bag, config_file, offline_out, work):
+    out = work / 'online'  # rate 0.2: the node has time for every pair, none is replaced
+    assert cli.main(['replay', str(msrs_bag), '--out', str(out), '--rate', '0.2', '--config',
+                     str(config_file), '--quiet', '--node-timeout', '120']) == 0
     report = json.loads((out / 'report.json').read_text())
-    assert report['kind'] == 'online' and report['pairs']['synchronised'] == PAIRS
-    arrived = report['pairs']['processed']
-    assert arrived >= 1 and report['latency_ms']['count'] == arrived
-    assert report['latency_ms']['p50'] > 0
-    assert report['pairs']['dropped'] == PAIRS - arrived
+    assert report['kind'] == 'online' and report['answer_wait']['timed_out'] is False
+    pairs = report['pairs']
+    assert (pairs['synchronised'], pairs['processed'], pairs['dropped']) == (PAIRS, PAIRS, 0)
+    assert set(pairs['dropped_by_reason'].values()) == {0}
+    assert report['latency_ms']['count'] == PAIRS
+    assert 0 < report['latency_ms']['p50'] <= report['latency_ms']['max'] < 10_000
+    assert 0 < report['node_latency_ms'] < 10_000  # receive -> publish, not bag stamp vs clock
     offline = {stamp_ns(m.header): m for _, m in read_bag(offline_out / 'bag')[T.DETECTIONS]}
     online = read_bag(out / 'bag')[T.DETECTIONS]
-    assert len(online) == arrived
+    assert len(online) == PAIRS and {stamp_ns(m.header) for _, m in online} == set(offline)
     for _, msg in online:
         boxes, names, scores = boxes_from_msg(msg)
         ref_boxes, ref_names, ref_scores = boxes_from_msg(offline[stamp_ns(msg.header)])
         assert names == ref_names
         np.testing.assert_allclose(boxes, ref_boxes, atol=1e-3)
         np.testing.assert_allclose(scores, ref_scores, atol=1e-5)
+
+
+@pytest.mark.ros
+def test_online_replay_of_msrs_mini_at_rate_1_accounts_for_every_pair(data_dir, config_file,
+                                                                     work):
+    source = open_samples(data_dir / 'msrs_mini', 'msrs', 'train')
+    write_bag(source, work / 'msrs_full', BagConfig(), progress=False)
+    out = work / 'online_full'
+    assert cli.main(['replay', str(work / 'msrs_full'), '--out', str(out), '--rate', '1',
+                     '--config', str(config_file), '--quiet', '--node-timeout', '120']) == 0
+    report = json.loads((out / 'report.json').read_text())
+    pairs, total = report['pairs'], len(source)
+    print(f"msrs_mini at rate 1: {pairs}; latency {report['latency_ms']}; node latency "
+          f"{report['node_latency_ms']} ms")
+    assert total == 34 and pairs['synchronised'] == total
+    assert pairs['processed'] + sum(pairs['dropped_by_reason'].values()) == total
+    assert pairs['dropped'] == total - pairs['processed'] and pairs['processed'] >= 1
+    assert pairs['dropped_by_reason']['no_answer'] == 0 and not report['warnings']
+    assert report['ground_truth'] == {T.GT_RGB_DETECTIONS: total, T.GT_THERMAL_DETECTIONS: total}
+    assert report['scores']['pairs_scored'] == pairs['processed']  # every output has truth
+    assert report['scores']['detection']['fused']['images'] == pairs['processed']
+    assert report['latency_ms']['count'] == pairs['processed']
+    assert 0 < report['latency_ms']['p50'] <= report['latency_ms']['max'] < 10_000
+    assert 0 < report['node_latency_ms'] < 10_000
+    text = (out / 'report.md').read_text()
+    assert 'No ground truth' not in text and '| fused |' in text

@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from univ_ros.stream_watch import StreamWatch
+from univ_ros.stream_watch import StreamChange, StreamWatch
 from univ_ros.sync import DEFAULT_SLOP, ApproximateTimeSync, LatestSlot
 
 PERIOD = 1 / 30
@@ -58,7 +58,7 @@ def test_jitter_within_slop_pairs_and_beyond_slop_does_not():
 
 def test_nearest_partner_wins():
     sync = ApproximateTimeSync(slop=0.02)
-    pairs = feed(sync, [('thermal', 0.985), ('thermal', 1.004), ('rgb', 1.0)])
+    pairs = feed(sync, [('thermal', 0.985), ('thermal', 1.004), ('rgb', 1.0), ('rgb', 1.03)])
     assert stamps(pairs) == [(1.0, 1.004)]
     assert sync.stats().misses == 1  # thermal 0.985 can no longer be emitted in order
 
@@ -208,10 +208,10 @@ class FakeClock:
         return self.now
 
 
-def test_stream_watch_stale_detection_and_recovery():
+def test_stream_watch_stale_detection_reason_and_recovery():
     clock = FakeClock()
     watch = StreamWatch(stale_after=0.5, clock=clock)
-    assert watch.mode() == 'fused' and watch.poll() == []  # grace period after start
+    assert watch.live_streams() == ('rgb', 'thermal') and watch.poll() == []  # grace period
     for _ in range(30):  # both at 30 Hz for 1 s
         clock.now += PERIOD
         watch.tick('rgb')
@@ -220,31 +220,117 @@ def test_stream_watch_stale_detection_and_recovery():
     for _ in range(30):  # thermal stops
         clock.now += PERIOD
         watch.tick('rgb')
-    assert watch.stale_streams() == ('thermal',)
-    assert watch.live_streams() == ('rgb',) and watch.mode() == 'rgb'
+    assert watch.stale_streams() == ('thermal',) and watch.live_streams() == ('rgb',)
     assert watch.rate('thermal') == 0.0
+    assert watch.reason('thermal') == 'silent for 1.0 s'
     changes = watch.poll()
-    assert [(c.stream, c.stale) for c in changes] == [('thermal', True)]
-    assert changes[0].silent_for == pytest.approx(1.0)
+    assert changes == [StreamChange('thermal', True, 'silent for 1.0 s')]
     assert watch.poll() == []  # reported once
     clock.now += PERIOD
     watch.tick('thermal')  # back
-    assert watch.mode() == 'fused'
-    assert [(c.stream, c.stale) for c in watch.poll()] == [('thermal', False)]
-    assert watch.rate('thermal') == 0.0  # old arrivals before the gap were forgotten
-    clock.now += PERIOD
-    watch.tick('thermal')
-    assert watch.rate('thermal') == pytest.approx(30, rel=1e-6)
+    assert watch.live_streams() == ('rgb', 'thermal')
+    assert watch.poll() == [StreamChange('thermal', False, '')]
 
 
-def test_stream_watch_never_started_stream_goes_stale_and_none_mode():
+def test_a_camera_sending_only_bad_frames_is_unusable_and_says_why():
+    clock = FakeClock()
+    watch = StreamWatch(stale_after=0.5, clock=clock)
+    for k in range(60):  # thermal: 1 s good, then 1 s of frames of the wrong size
+        clock.now += PERIOD
+        watch.tick('rgb')
+        if k < 30:
+            watch.tick('thermal')
+        else:
+            watch.bad('thermal', 'size 320x240 vs 640x480')
+        if k == 30 + 14:  # 0.47 s of bad frames: not yet
+            assert watch.live_streams() == ('rgb', 'thermal')
+    assert watch.stale_streams() == ('thermal',)
+    assert watch.reason('thermal') == 'bad frames: size 320x240 vs 640x480'
+    assert watch.rate('thermal') == pytest.approx(30, rel=1e-6)  # it does send, at 30 Hz
+    assert watch.poll() == [StreamChange('thermal', True, 'bad frames: size 320x240 vs 640x480')]
+    clock.now += 0.6  # the bad frames stop too: now silent
+    assert watch.reason('thermal') == 'silent for 0.6 s'
+
+
+def test_rate_is_not_inflated_by_bursts_of_late_callbacks():
+    clock = FakeClock()
+    watch = StreamWatch(stale_after=0.5, clock=clock)
+    for _ in range(30):  # a 30 Hz camera whose callbacks run in bursts of 10 every 1/3 s
+        clock.now += 10 * PERIOD
+        for _ in range(10):
+            clock.now += 1e-4
+            watch.tick('rgb')
+    assert watch.rate('rgb') == pytest.approx(30, rel=0.05)
+
+
+def test_stream_watch_never_started_streams_go_stale_and_restart_gives_grace():
     clock = FakeClock()
     watch = StreamWatch(stale_after=1.0, clock=clock)
     clock.now += 1.5
-    assert watch.mode() == 'none'
+    assert watch.live_streams() == ()
     assert {c.stream for c in watch.poll()} == {'rgb', 'thermal'}
+    watch.restart()
+    assert watch.live_streams() == ('rgb', 'thermal')
     with pytest.raises(ValueError, match='depth'):
         watch.tick('depth')
+
+
+def camera(rate: float, seconds: float, phase: float = 0.0) -> list[float]:
+    return [phase + k / rate for k in range(int(seconds * rate))]
+
+
+def arrivals(rgb: list[float], thermal: list[float], thermal_delay: float = 0.0) -> list:
+    """(stream, stamp) in arrival order: thermal delivered ``thermal_delay`` s late."""
+    events = [(t, 'rgb', t) for t in rgb] + [(t + thermal_delay, 'thermal', t) for t in thermal]
+    return [(stream, stamp) for _, stream, stamp in sorted(events)]
+
+
+def nearest(stamp: float, others: list[float]) -> float:
+    return min(others, key=lambda t: abs(t - stamp))
+
+
+def test_a_closer_partner_still_in_flight_is_waited_for():
+    # RGB 30 Hz delivered 25 ms after a 9 Hz thermal camera, slop 50 ms: when RGB 0.000
+    # arrives, thermal 0.020 is queued and within the slop, but RGB 0.0333 (13 ms from it) is
+    # still in flight. Taking the first partner in the slop (greedy) pairs 0.000 with it.
+    rgb = camera(30, 1.1, phase=0.0)
+    thermal = [t + 0.02 for t in camera(9, 1.1)]
+    sync = ApproximateTimeSync(slop=0.05)
+    pairs = feed(sync, arrivals(rgb, thermal, thermal_delay=-0.025))
+    assert len(pairs) == len(thermal)
+    for pair in pairs:  # every thermal frame with its nearest RGB frame, not the first in slop
+        assert pair.rgb_stamp == nearest(pair.thermal_stamp, rgb)
+    assert_accounted(sync)
+
+
+def test_synchronised_cameras_pair_as_soon_as_both_arrive():
+    sync = ApproximateTimeSync(slop=None)
+    sync.add('rgb', 0.0, 0)
+    assert sync.add('thermal', 0.003, 0) is None  # no period known: a closer RGB may come
+    first = sync.add('rgb', PERIOD, 1)  # ... it did not
+    assert (first.rgb, first.thermal) == (0, 0)
+    for k in range(1, 60):
+        if k > 1:
+            assert sync.add('rgb', k * PERIOD, k) is None
+        pair = sync.add('thermal', k * PERIOD + 0.003, k)  # 3 ms skew, as the bags
+        assert pair is not None and (pair.rgb, pair.thermal) == (k, k)
+    assert sync.slop == pytest.approx(PERIOD / 2)
+
+
+@pytest.mark.parametrize('rgb_rate, thermal_rate', [(15, 8.7), (10, 10), (30, 9)])
+def test_auto_slop_pairs_every_frame_of_slower_unsynchronised_cameras(rgb_rate, thermal_rate):
+    rgb = camera(rgb_rate, 10.0)
+    thermal = camera(thermal_rate, 10.0, phase=0.4 / rgb_rate)  # not triggered together
+    fixed = feed(ApproximateTimeSync(), arrivals(rgb, thermal, 0.01))  # half a 30 Hz frame
+    sync = ApproximateTimeSync(slop=None)
+    auto = feed(sync, arrivals(rgb, thermal, 0.01))
+    slower = min(len(rgb), len(thermal))
+    assert len(auto) >= slower - 2  # the first pairs wait for the period estimates
+    if max(rgb_rate, thermal_rate) < 30:  # half a 30 Hz frame misses many of their pairs
+        assert len(fixed) < 0.8 * len(auto)
+    for pair in auto:
+        assert pair.rgb_stamp == nearest(pair.thermal_stamp, rgb)
+    assert_accounted(sync)
 
 
 def test_concurrent_adds_keep_the_counters_consistent():

@@ -7,7 +7,9 @@ is an ``array.array('B')``) and ``rosbags`` messages (``data`` is a uint8 ndarra
 Canonical numpy layout, used both ways: colour is (H, W, 3) in RGB order (bgr8 / rgba8 / bgra8
 are reordered, alpha dropped; 8UC3 is passed through as stored); one-channel images are (H, W).
 Decoded arrays are read-only views of the message buffer where possible (copy them to keep or
-modify them; BGR views have a negative channel stride).
+modify them; BGR views have a negative channel stride). Camera-native colour encodings are
+decoded to RGB copies (decode only): ``yuv422`` (UYVY), ``yuv422_yuy2`` (YUYV) and the 8-bit
+Bayer mosaics ``bayer_{rggb,bggr,gbrg,grbg}8`` (OpenCV demosaicing, as cv_bridge).
 """
 
 import array
@@ -15,11 +17,21 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
+import cv2
 import numpy as np
 
 
 class ImageConversionError(ValueError):
-    """An Image message that cannot be converted (encoding, size or layout)."""
+    """An Image message that cannot be converted; ``kind`` names the problem.
+
+    Kinds: 'encoding' (unsupported), 'step' (row shorter than a pixel row), 'data_length'
+    (``data`` is not ``step * height`` bytes), 'empty' (0 pixels), 'dtype', 'compressed' (a
+    CompressedImage that does not decode), 'channels' (decoded channels the camera cannot have).
+    """
+
+    def __init__(self, message: str, kind: str) -> None:
+        super().__init__(message)
+        self.kind = kind
 
 
 @dataclass(frozen=True)
@@ -27,6 +39,7 @@ class _Layout:
     dtype: str  # numpy kind + itemsize, byte order added per message ('u1', 'u2', 'f4')
     channels: int  # channels stored per pixel
     to_canonical: slice | None  # channel slice giving RGB from the stored channels
+    cv2_code: int | None = None  # decode-only encodings: cv2.cvtColor code giving RGB
 
 
 _KEEP = slice(None)
@@ -41,9 +54,17 @@ _LAYOUTS = {
     'mono16': _Layout('u2', 1, None),
     '16UC1': _Layout('u2', 1, None),
     '32FC1': _Layout('f4', 1, None),
+    # Decode only. OpenCV names a Bayer pattern by its second row (cv_bridge's mapping).
+    'yuv422': _Layout('u1', 2, _KEEP, cv2.COLOR_YUV2RGB_UYVY),
+    'yuv422_yuy2': _Layout('u1', 2, _KEEP, cv2.COLOR_YUV2RGB_YUY2),
+    'bayer_rggb8': _Layout('u1', 1, _KEEP, cv2.COLOR_BayerBG2RGB),
+    'bayer_bggr8': _Layout('u1', 1, _KEEP, cv2.COLOR_BayerRG2RGB),
+    'bayer_gbrg8': _Layout('u1', 1, _KEEP, cv2.COLOR_BayerGR2RGB),
+    'bayer_grbg8': _Layout('u1', 1, _KEEP, cv2.COLOR_BayerGB2RGB),
 }
-ENCODINGS = tuple(_LAYOUTS)
-COLOUR_ENCODINGS = ('rgb8', 'bgr8', 'rgba8', 'bgra8', '8UC3')
+CAMERA_ENCODINGS = tuple(e for e, layout in _LAYOUTS.items() if layout.cv2_code is not None)
+ENCODINGS = tuple(e for e in _LAYOUTS if e not in CAMERA_ENCODINGS)  # decoded and written
+COLOUR_ENCODINGS = ('rgb8', 'bgr8', 'rgba8', 'bgra8', '8UC3', *CAMERA_ENCODINGS)
 THERMAL_ENCODINGS = ('mono8', 'mono16', '8UC1', '16UC1', '32FC1')
 MASK_UNLABELED = {'mono8': 255, 'mono16': 65535}  # pixel value meaning "no class"
 _LUMA_RGB = np.array([0.299, 0.587, 0.114], dtype=np.float32)  # ITU-R BT.601, as OpenCV
@@ -52,7 +73,9 @@ _LUMA_RGB = np.array([0.299, 0.587, 0.114], dtype=np.float32)  # ITU-R BT.601, a
 def _layout(encoding: str) -> _Layout:
     if encoding not in _LAYOUTS:
         raise ImageConversionError(
-            f'Image encoding {encoding!r} is not supported; expected one of {ENCODINGS}'
+            f'Image encoding {encoding!r} is not supported; expected one of '
+            f'{ENCODINGS + CAMERA_ENCODINGS}',
+            'encoding',
         )
     return _LAYOUTS[encoding]
 
@@ -61,7 +84,8 @@ def _message_bytes(data: Any) -> np.ndarray:
     """``msg.data`` as a 1-D uint8 array, sharing memory when it exposes a buffer."""
     if isinstance(data, np.ndarray):
         if data.dtype != np.uint8:
-            raise ImageConversionError(f'Image data must be uint8, got dtype {data.dtype}')
+            raise ImageConversionError(f'Image data must be uint8, got dtype {data.dtype}',
+                                       'dtype')
         return np.ascontiguousarray(data).reshape(-1)
     try:
         return np.frombuffer(data, dtype=np.uint8)  # array.array('B'), bytes, memoryview
@@ -73,7 +97,7 @@ def image_to_numpy(msg: Any) -> np.ndarray:
     """Decode a sensor_msgs/Image into the canonical layout (cv_bridge 'passthrough' + RGB).
 
     Honours ``step`` row padding and ``is_bigendian``; zero-copy unless the byte order differs
-    from this machine's. The result is read-only.
+    from this machine's or the encoding is decode-only (YUV, Bayer). The result is read-only.
 
     Args:
         msg: any object with the Image fields (rclpy or rosbags message).
@@ -83,8 +107,8 @@ def image_to_numpy(msg: Any) -> np.ndarray:
         order) for one-channel encodings.
 
     Raises:
-        ImageConversionError: unknown encoding, ``step`` shorter than a row, or ``data`` length
-            not ``step * height``.
+        ImageConversionError: unknown encoding, ``step`` shorter than a row, ``data`` length
+            not ``step * height``, or no pixels.
     """
     encoding = str(msg.encoding)
     layout = _layout(encoding)
@@ -94,13 +118,17 @@ def image_to_numpy(msg: Any) -> np.ndarray:
     if step < width * pixel_bytes:
         raise ImageConversionError(
             f'Image step {step} is smaller than width * bytes per pixel = {width * pixel_bytes} '
-            f'(width {width}, encoding {encoding})'
+            f'(width {width}, encoding {encoding})',
+            'step',
         )
+    if height == 0 or width == 0:
+        raise ImageConversionError(f'Image is empty ({width}x{height})', 'empty')
     buffer = _message_bytes(msg.data)
     if buffer.size != step * height:
         raise ImageConversionError(
             f'Image data has {buffer.size} bytes, expected step * height = {step * height} '
-            f'(step {step}, height {height}, encoding {encoding})'
+            f'(step {step}, height {height}, encoding {encoding})',
+            'data_length',
         )
     # (H, W, C) view over the padded rows: row stride = step, pixel stride = C * itemsize
     pixels = np.ndarray(
@@ -111,7 +139,14 @@ def image_to_numpy(msg: Any) -> np.ndarray:
     )
     if not dtype.isnative:
         pixels = pixels.astype(dtype.newbyteorder('='))  # byte-swapping copy
-    if layout.to_canonical is None:
+    if layout.cv2_code is not None:
+        if encoding.startswith('bayer') and (height % 2 or width % 2):
+            raise ImageConversionError(
+                f'Bayer image {width}x{height} must have an even width and height', 'data_length'
+            )
+        stored = np.ascontiguousarray(pixels if layout.channels > 1 else pixels[..., 0])
+        image = cv2.cvtColor(stored, layout.cv2_code)  # (H, W, 3) RGB, a new array
+    elif layout.to_canonical is None:
         image = pixels[..., 0]  # (H, W)
     else:
         image = pixels[..., layout.to_canonical]  # (H, W, 3) RGB
@@ -127,7 +162,9 @@ def rgb_from_msg(msg: Any) -> np.ndarray:
     """
     if msg.encoding not in COLOUR_ENCODINGS:
         raise ImageConversionError(
-            f'RGB camera image has encoding {msg.encoding!r}; expected one of {COLOUR_ENCODINGS}'
+            f'RGB camera image has encoding {msg.encoding!r}; expected one of '
+            f'{COLOUR_ENCODINGS}',
+            'encoding',
         )
     return image_to_numpy(msg)
 
@@ -151,12 +188,13 @@ def thermal_from_msg(msg: Any) -> np.ndarray:
     if msg.encoding not in COLOUR_ENCODINGS:
         raise ImageConversionError(
             f'thermal camera image has encoding {msg.encoding!r}; expected one of '
-            f'{THERMAL_ENCODINGS + COLOUR_ENCODINGS}'
+            f'{THERMAL_ENCODINGS + COLOUR_ENCODINGS}',
+            'encoding',
         )
-    return _grey_from_colour(image_to_numpy(msg))
+    return grey_from_colour(image_to_numpy(msg))
 
 
-def _grey_from_colour(rgb: np.ndarray) -> np.ndarray:
+def grey_from_colour(rgb: np.ndarray) -> np.ndarray:
     """Args: rgb: (H, W, 3) uint8. Returns (H, W) uint8, a view when the image is grey."""
     first = rgb[..., 0]
     if np.array_equal(first, rgb[..., 1]) and np.array_equal(first, rgb[..., 2]):
@@ -202,13 +240,15 @@ def fill_image(msg: Any, image: np.ndarray, encoding: str, header: Any = None) -
         image: the canonical layout of :func:`image_to_numpy` for ``encoding``: (H, W, 3) uint8
             RGB for colour encodings (alpha is written as 255), (H, W) uint8 / uint16 / float32
             for one-channel ones.
-        encoding: one of ``ENCODINGS``.
+        encoding: one of ``ENCODINGS`` (``CAMERA_ENCODINGS`` are decoded only).
         header: assigned to ``msg.header`` when given (a Header of the message's own library).
 
     Returns:
         ``msg``.
     """
     layout = _layout(encoding)
+    if layout.cv2_code is not None:
+        raise ValueError(f'encoding {encoding!r} is decoded only; write rgb8 or bgr8')
     stored = np.ascontiguousarray(_stored_pixels(np.asarray(image), encoding, layout))
     height, width = stored.shape[:2]
     flat = stored.reshape(-1).view(np.uint8)  # (H * W * C * itemsize,) bytes, row-major

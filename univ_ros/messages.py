@@ -40,47 +40,52 @@ def _identity_pose(types: MessageTypes) -> Any:
 
 
 def _detection(
-    types: MessageTypes, header: Any, box: Sequence[float], name: str, score: float, pose: Any
+    types: MessageTypes, header: Any, box: Sequence[float], class_id: str, score: float,
+    pose: Any
 ) -> Any:
-    """One vision_msgs/Detection2D: an xyxy pixel box and one hypothesis (name, score)."""
+    """One vision_msgs/Detection2D: an xyxy pixel box and one hypothesis (class_id, score)."""
     x0, y0, x1, y1 = (float(v) for v in box)
     center = types('vision_msgs/msg/Pose2D')(
         position=types('vision_msgs/msg/Point2D')(x=0.5 * (x0 + x1), y=0.5 * (y0 + y1)), theta=0.0
     )
     bbox = types('vision_msgs/msg/BoundingBox2D')(center=center, size_x=x1 - x0, size_y=y1 - y0)
-    hypothesis = types('vision_msgs/msg/ObjectHypothesis')(class_id=name, score=float(score))
+    hypothesis = types('vision_msgs/msg/ObjectHypothesis')(class_id=class_id, score=float(score))
     result = types('vision_msgs/msg/ObjectHypothesisWithPose')(hypothesis=hypothesis, pose=pose)
     return types('vision_msgs/msg/Detection2D')(header=header, results=[result], bbox=bbox, id='')
 
 
 def fill_detections(
-    msg: Any, detections: 'Detections', header: Any, types: MessageTypes = ros_types
+    msg: Any, detections: 'Detections', header: Any, types: MessageTypes = ros_types,
+    class_id: str = 'name',
 ) -> Any:
     """Fill a vision_msgs/Detection2DArray (Humble and Jazzy field names).
 
     Each box becomes a Detection2D with ``bbox.center.position.x/y`` and ``size_x/size_y`` in
-    the input image's pixels, one result whose ``hypothesis.class_id`` is the class NAME and
-    ``hypothesis.score`` the score, an identity pose, and ``header`` (also the array's).
+    the input image's pixels, one result with ``hypothesis.class_id`` and ``hypothesis.score``,
+    an identity pose, and ``header`` (also the array's).
 
     Args:
         msg: a constructed Detection2DArray.
         detections: ``boxes`` (K, 4) float32 xyxy pixels, ``scores`` (K,) float32 in [0, 1],
-            ``class_names`` K names.
+            ``class_names`` K names and, for ``class_id='id'``, ``class_ids`` (K,) int.
         header: the std_msgs/Header to copy (same library as ``msg``).
         types: type name -> message class.
+        class_id: 'name': the class name (bags, self-describing) | 'id': the integer class id
+            as text, which a LabelInfo of the detection classes maps to the name.
 
     Returns:
         ``msg``.
     """
+    if class_id not in ('name', 'id'):
+        raise ValueError(f"class_id: expected 'name' or 'id', got {class_id!r}")
     pose = _identity_pose(types)  # shared: every detection has the same (unused) pose
+    labels = (detections.class_names if class_id == 'name'
+              else [str(int(k)) for k in np.asarray(detections.class_ids).tolist()])
     msg.header = header
     msg.detections = [
-        _detection(types, header, box, name, score, pose)
-        for box, name, score in zip(
-            detections.boxes.tolist(),
-            detections.class_names,
-            detections.scores.tolist(),
-            strict=True,
+        _detection(types, header, box, label, score, pose)
+        for box, label, score in zip(
+            detections.boxes.tolist(), labels, detections.scores.tolist(), strict=True
         )
     ]
     return msg

@@ -1,59 +1,56 @@
 """``univ_perception``: synchronised RGB + thermal images in, masks and detections out.
 
-The node only wires parameters (:mod:`univ_ros.params`), QoS, topics and threads; the ROS-free
-:class:`univ_core.inference.Predictor` does the work. Subscription callbacks decode and check
-each image (a numpy view, no copy), pair RGB and thermal by stamp
-(:class:`~univ_ros.sync.ApproximateTimeSync`) and put the newest pair into a one-slot buffer
-(:class:`~univ_ros.sync.LatestSlot`); one worker thread runs inference and publishes. A pair
-replaced before the worker took it is dropped and counted; nothing queues without bound.
+:class:`PerceptionIO` wires one node (the plain :class:`PerceptionNode` here, or the managed
+:class:`~univ_ros.lifecycle_node.PerceptionLifecycleNode`): parameters' effects, QoS, topics,
+timers and message conversion; the ROS-free :class:`~univ_ros.pipeline.Pipeline` pairs,
+checks and hands images to one worker thread running the Predictor.
 
-Outputs (``~`` = the node's name): ``~/segmentation`` (mono8 class ids, 255 unlabeled; mono16
-with 65535 beyond 254 classes), ``~/segmentation/color`` (rgb8 overlay, computed only while
-subscribed), ``~/detections`` (vision_msgs/Detection2DArray, class NAMES as class_id),
-``~/label_info`` (vision_msgs/LabelInfo, transient local), ``/diagnostics``.
+Inputs (remappable): ``rgb/image_raw`` and ``thermal/image_raw`` (or ``.../compressed`` with
+``*_transport: compressed``) and their sibling ``camera_info`` topics. Outputs (``~`` = the
+node's name): ``~/segmentation`` (mono8 class ids, 255 unlabeled; mono16 with 65535 beyond 254
+classes), ``~/segmentation/color`` (rgb8 overlay) and ``~/detections/image`` (rgb8, boxes drawn)
+computed only while subscribed, ``~/detections`` (vision_msgs/Detection2DArray), ``~/camera_info``
+(the reference camera's CameraInfo, with the output header), ``~/label_info`` (segmentation
+classes) and ``~/detections/label_info`` (detection classes; transient local), ``/diagnostics``.
 
-Output headers: every image and detection output copies the header (stamp and frame_id) of the
-reference camera image it was computed from, and its pixels are that image's: the RGB camera in
-fused and rgb mode, the thermal camera in thermal mode. When fused/auto falls back to one camera
-(the other silent for ``stale_after`` s), the reference is the live camera. LabelInfo and
-diagnostics carry the node clock's time and an empty frame_id.
+Output headers: every image, detection and camera_info output copies the header (stamp and
+frame_id) of the reference camera image it was computed from, and its pixels are that image's:
+the RGB camera in fused and rgb mode, the thermal camera in thermal mode, and the usable camera
+while fused/auto runs on one. LabelInfo and diagnostics carry the node clock's time.
 """
 
+import posixpath
+import signal
 import sys
-import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
-import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.executors import ExternalShutdownException
 from rclpy.logging import get_logger
 from rclpy.node import Node
-from rclpy.qos import DurabilityPolicy, QoSProfile
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.qos_overriding_options import QoSOverridingOptions
-from sensor_msgs.msg import Image
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Header
 from vision_msgs.msg import Detection2DArray, LabelInfo
 
-from univ_core.inference import Predictor, PredictorConfig, load_predictor
-from univ_core.inference.overlay import colorize
 from univ_ros import conversions as conv
-from univ_ros.messages import fill_detections, fill_diagnostics, fill_label_info
+from univ_ros.compressed import rgb_from_compressed, thermal_from_compressed
+from univ_ros.messages import StatusReport, fill_detections, fill_diagnostics, fill_label_info
 from univ_ros.params import (
-    PARAM_SPECS,
+    NodeParams,
     apply_class_params,
     declare_node_params,
     input_qos,
     predictor_config,
+    usage_lines,
 )
-from univ_ros.perception_status import PipelineStats, camera_state, change_message, pipeline_report
-from univ_ros.stream_watch import StreamWatch
-from univ_ros.sync import ApproximateTimeSync, LatestSlot, Pair
+from univ_ros.pipeline import Frame, Pipeline
 
 try:  # Iron and later
     from rclpy.event_handler import SubscriptionEventCallbacks
@@ -61,251 +58,273 @@ except ImportError:  # Humble
     from rclpy.qos_event import SubscriptionEventCallbacks
 
 NODE_NAME = 'univ_perception'
-LOG_EVERY = 60.0  # seconds between two log lines about the same problem on the same topic
-DECODERS = {'rgb': conv.rgb_from_msg, 'thermal': conv.thermal_from_msg}
-ACCEPTED = {
-    'rgb': conv.COLOUR_ENCODINGS,
-    'thermal': conv.THERMAL_ENCODINGS + conv.COLOUR_ENCODINGS,
-}
 OUTPUT_QOS = QoSProfile(depth=5)  # reliable, volatile: what RViz and recorders expect
+LATCHED = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+INFO_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.BEST_EFFORT)  # matches any driver
+DECODERS = {
+    ('rgb', 'raw'): conv.rgb_from_msg,
+    ('thermal', 'raw'): conv.thermal_from_msg,
+    ('rgb', 'compressed'): rgb_from_compressed,
+    ('thermal', 'compressed'): thermal_from_compressed,
+}
+Loader = Callable[[Any], Any]  # PredictorConfig -> Predictor
 
 
-@dataclass(frozen=True)
-class Frame:
-    """One decoded camera image and the message header it came with."""
+def default_loader(config: Any) -> Any:
+    """``univ_core.inference.load_predictor`` (imported here: torch loads only when needed)."""
+    from univ_core.inference import load_predictor
 
-    stream: str  # 'rgb' | 'thermal'
-    header: Any  # std_msgs/Header of the camera image
-    image: np.ndarray  # (H, W, 3) uint8 RGB, or (H, W) uint8 | uint16 | float32 thermal
-    stamp: float  # header stamp, seconds
+    return load_predictor(config)
 
 
-class PerceptionNode(Node):
-    """The perception node; ``load`` builds the Predictor (injectable for tests)."""
+def load_predictor_for(node: Node, params: NodeParams, load: Loader) -> Any:
+    """The Predictor for ``params`` with the node's class parameters applied."""
+    predictor = load(predictor_config(params))
+    apply_class_params(node, predictor)
+    return predictor
 
-    def __init__(
-        self, load: Callable[[PredictorConfig], Predictor] = load_predictor, **node_kwargs: Any
-    ) -> None:
-        super().__init__(NODE_NAME, **node_kwargs)
-        self.params = declare_node_params(self)
-        self.predictor = load(predictor_config(self.params))
-        apply_class_params(self, self.predictor)
-        self.sync = ApproximateTimeSync(self.params.sync_slop)
-        self.slot: LatestSlot[Pair | Frame] = LatestSlot()
-        self.watch = StreamWatch(self.params.streams, self.params.stale_after)
-        self.stats = PipelineStats(self.params.streams)
-        self._logged: dict[tuple[str, str], float] = {}  # (topic, problem) -> last log time
-        self._seen: set[str] = set()  # cameras that sent at least one good image
+
+class PerceptionIO:
+    """Publishers, subscriptions, timers and conversions of one perception node.
+
+    Args:
+        node: a Node or LifecycleNode.
+        params: its declared parameters.
+        predictor: the Predictor (classes and palette are read here; it runs in :meth:`start`).
+    """
+
+    def __init__(self, node: Node, params: NodeParams, predictor: Any) -> None:
+        from univ_core.inference.overlay import colorize, draw_detections
+
+        self.node, self.params = node, params
+        self._colorize, self._draw = colorize, draw_detections
+        self.seg_classes = list(predictor.seg_classes or [])
+        self.det_classes = list(predictor.det_classes or [])
+        self.palette = predictor.palette
+        self.device = str(predictor.device)
+        self.pipeline: Pipeline | None = None
+        self.model_state = 'loaded'
+        base = {s: node.resolve_topic_name(getattr(params, f'{s}_topic')) for s in params.streams}
+        compressed = {s: getattr(params, f'{s}_transport') == 'compressed' for s in base}
+        self.topics = {s: t + '/compressed' if compressed[s] else t for s, t in base.items()}
+        self.info_topics = {s: posixpath.join(posixpath.dirname(t), 'camera_info')
+                            for s, t in base.items()}
+        self._types = {s: CompressedImage if compressed[s] else Image for s in base}
+        self._decoders = {s: DECODERS[s, getattr(params, f'{s}_transport')] for s in base}
+        self._camera_info: dict[str, CameraInfo] = {}
+        self._subscriptions: list[Any] = []
         self._create_publishers()
-        self._topics = {
-            s: self.resolve_topic_name(getattr(self.params, f'{s}_topic'))
-            for s in self.params.streams
-        }
-        for stream in self.params.streams:
-            self._subscribe(stream)
-        self.add_on_set_parameters_callback(self._on_set_parameters)
         self._next_diagnostics = 0.0
-        self.create_timer(0.1, self._watch_cameras)
-        self._worker = threading.Thread(target=self._work, name='univ_inference', daemon=True)
-        self._worker.start()
-        self._log_start()
+        self._timer = node.create_timer(0.1, self._tick)
 
-    # ------------------------------------------------------------------ wiring
     def _create_publishers(self) -> None:
-        self._seg_pub = self.create_publisher(Image, '~/segmentation', OUTPUT_QOS)
-        self._color_pub = self.create_publisher(Image, '~/segmentation/color', OUTPUT_QOS)
-        self._det_pub = self.create_publisher(Detection2DArray, '~/detections', OUTPUT_QOS)
-        latched = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL)
-        self._label_pub = self.create_publisher(LabelInfo, '~/label_info', latched)
-        self._diag_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
-        classes = self.predictor.seg_classes or self.predictor.det_classes or []
-        self._label_pub.publish(
-            fill_label_info(LabelInfo(), classes, self._now_header(), self.params.score_threshold)
-        )
+        node = self.node
+        self._seg_pub = node.create_publisher(Image, '~/segmentation', OUTPUT_QOS)
+        self._color_pub = node.create_publisher(Image, '~/segmentation/color', OUTPUT_QOS)
+        self._det_pub = node.create_publisher(Detection2DArray, '~/detections', OUTPUT_QOS)
+        self._debug_pub = node.create_publisher(Image, '~/detections/image', OUTPUT_QOS)
+        self._info_pub = node.create_publisher(CameraInfo, '~/camera_info', OUTPUT_QOS)
+        self._diag_pub = node.create_publisher(DiagnosticArray, '/diagnostics', 10)
+        self._publishers = [self._seg_pub, self._color_pub, self._det_pub, self._debug_pub,
+                            self._info_pub, self._diag_pub]
+        threshold = float(self.params.predictor['score_threshold'])
+        for topic, classes in (('~/label_info', self.seg_classes),
+                               ('~/detections/label_info', self.det_classes)):
+            if classes:
+                publisher = node.create_publisher(LabelInfo, topic, LATCHED)
+                publisher.publish(fill_label_info(LabelInfo(), classes, self._now(), threshold))
+                self._publishers.append(publisher)
 
-    def _subscribe(self, stream: str) -> None:
-        """Subscribe to a camera (QoS overridable by parameters); log the effective QoS."""
-        topic = self._topics[stream]
-        events = SubscriptionEventCallbacks(incompatible_qos=partial(self._on_bad_qos, topic))
-        qos = self.create_subscription(
-            Image, topic, partial(self._on_image, stream), input_qos(self.params),
-            event_callbacks=events,
-            qos_overriding_options=QoSOverridingOptions.with_default_policies(),
-        ).qos_profile  # fmt: skip
-        self.get_logger().info(
-            f'{stream} camera: {topic} (QoS reliability={qos.reliability.name.lower()}, '
-            f'history={qos.history.name.lower()}, depth={qos.depth})'
-        )
+    # ----------------------------------------------------------------- running
+    def start(self, predictor: Any) -> None:
+        """Subscribe to the cameras and start the worker on ``predictor``."""
+        self.pipeline = Pipeline(self.params, predictor.predict, self._publish, self._log,
+                                 self.topics, alive=self.node.context.ok)
+        self.pipeline.start()
+        for stream in self.params.streams:
+            events = SubscriptionEventCallbacks(
+                incompatible_qos=partial(self._on_bad_qos, self.topics[stream]))
+            image_sub = self.node.create_subscription(
+                self._types[stream], self.topics[stream], partial(self._on_image, stream),
+                input_qos(self.params), event_callbacks=events,
+                qos_overriding_options=QoSOverridingOptions.with_default_policies())
+            info_sub = self.node.create_subscription(
+                CameraInfo, self.info_topics[stream], partial(self._on_info, stream), INFO_QOS)
+            self._subscriptions += [image_sub, info_sub]
+            qos = image_sub.qos_profile
+            self.node.get_logger().info(
+                f'{stream} camera: {self.topics[stream]} ({self._types[stream].__name__}, QoS '
+                f'reliability={qos.reliability.name.lower()}, history='
+                f'{qos.history.name.lower()}, depth={qos.depth}), {self.info_topics[stream]}')
 
-    def _log_start(self) -> None:
-        p, params = self.predictor, self.params
-        self.get_logger().info(
-            f'mode {params.mode}, device {p.device}, precision {params.precision}, input '
-            f'{p.input_size[1]}x{p.input_size[0]}, model {params.model or "(default model)"}: '
-            f'{len(p.seg_classes or [])} segmentation / {len(p.det_classes or [])} detection '
-            'classes'
-        )
+    def stop(self) -> None:
+        """Unsubscribe and stop the worker (it finishes the job in hand); drops the Predictor."""
+        for subscription in self._subscriptions:
+            self.node.destroy_subscription(subscription)
+        self._subscriptions.clear()
+        if self.pipeline is not None and not self.pipeline.stop():
+            self.node.get_logger().warning('inference thread still busy after 10 s')
+        self.pipeline = None
 
-    # ------------------------------------------------------------ callbacks
-    def _on_image(self, stream: str, msg: Image) -> None:
-        """Decode and check (cheap), then hand over; never blocks on inference."""
+    def destroy(self) -> None:
+        """Stop, then remove the publishers and the timer."""
+        self.stop()
+        self.node.destroy_timer(self._timer)
+        for publisher in self._publishers:
+            self.node.destroy_publisher(publisher)
+        self._publishers.clear()
+
+    # --------------------------------------------------------------- callbacks
+    def _on_image(self, stream: str, msg: Any) -> None:
+        """Decode (cheap) and hand over; never blocks on inference."""
+        received, pipeline = time.monotonic(), self.pipeline
+        if pipeline is None:
+            return
+        pipeline.received(stream)
         try:
-            image = DECODERS[stream](msg)
-            if image.size == 0:
-                raise conv.ImageConversionError(f'empty image {msg.width}x{msg.height}')
+            image = self._decoders[stream](msg)
         except conv.ImageConversionError as err:
-            problem = 'encoding' if msg.encoding not in ACCEPTED[stream] else 'layout'
-            self._skip(self._topics[stream], problem, str(err))
+            pipeline.bad_frame(stream, err.kind, str(err))
             return
-        frame = Frame(stream, msg.header, image, conv.stamp_seconds(msg.header))
-        if not self._seen:  # liveness counts from the first image, not from start-up
-            self.watch = StreamWatch(self.params.streams, self.watch.stale_after)
-        self.watch.tick(stream)
-        self._seen.add(stream)
-        self.stats.arrived(stream)
-        other = 'thermal' if stream == 'rgb' else 'rgb'
-        if len(self.params.streams) == 1 or other in self.watch.stale_streams():
-            self.slot.put(frame)  # one camera: no pairing
-            return
-        pair = self.sync.add(stream, frame.stamp, frame)
-        if pair is None:
-            return
-        rgb_hw, thermal_hw = pair.rgb.image.shape[:2], pair.thermal.image.shape[:2]
-        if self.params.homography is None and rgb_hw != thermal_hw:
-            self._skip(
-                'rgb+thermal',
-                'size',
-                f'RGB image {rgb_hw[1]}x{rgb_hw[0]} and thermal image {thermal_hw[1]}x'
-                f'{thermal_hw[0]} differ: fusion needs pixel-aligned images of one size '
-                'or the homography parameter',
-            )
-            return
-        self.stats.paired(pair.skew)
-        self.slot.put(pair)
+        stamp = conv.stamp_seconds(msg.header)
+        age = self.node.get_clock().now().nanoseconds * 1e-9 - stamp
+        pipeline.frame(Frame(stream, msg.header, image, stamp, received, age))
+
+    def _on_info(self, stream: str, msg: CameraInfo) -> None:
+        self._camera_info[stream] = msg
 
     def _on_bad_qos(self, topic: str, info: Any) -> None:
-        self.stats.qos_incompatible()
+        if self.pipeline is not None:
+            self.pipeline.stats.qos_incompatible()
         policy = getattr(info.last_policy_kind, 'name', info.last_policy_kind)
-        self.get_logger().error(
+        self.node.get_logger().error(
             f'QoS incompatible on {topic}: a publisher cannot match this subscription '
             f'({policy} policy; subscription reliability {self.params.qos_reliability}), so '
             'its images never arrive. Set qos.reliability (or qos_overrides) to match the '
             'camera, e.g. best_effort for camera drivers'
         )
 
-    def _on_set_parameters(self, parameters: list[Any]) -> SetParametersResult:
-        """Apply the dynamic parameters (rclpy has already checked read-only and ranges)."""
-        for parameter in parameters:
-            if parameter.name == 'score_threshold':
-                self.predictor.config.score_threshold = parameter.value
-            elif parameter.name == 'nms_iou':
-                self.predictor.config.nms_iou = parameter.value
-            elif parameter.name == 'stale_after':
-                self.watch.stale_after = parameter.value
-            elif parameter.name == 'publish_color':
-                self.params.publish_color = parameter.value
-        return SetParametersResult(successful=True)
-
-    def _skip(self, topic: str, problem: str, detail: str) -> None:
-        """Count a skipped input; log it once per topic and problem per minute."""
-        self.stats.bad_input()
-        now = time.monotonic()
-        if now - self._logged.get((topic, problem), -LOG_EVERY) >= LOG_EVERY:
-            self._logged[(topic, problem)] = now
-            self.get_logger().warn(
-                f'skipping bad input on {topic} ({problem}): {detail}; '
-                f'not logged again for {LOG_EVERY:.0f} s'
-            )
-
-    # ------------------------------------------------------------- worker
-    def _work(self) -> None:
-        """The inference thread: newest pair (or frame) in, messages out, until closed."""
-        while True:
-            job = self.slot.get(timeout=0.5)
-            if job is None:
-                if self.slot.closed:
-                    return
-                continue
-            try:
-                self._infer(job)
-            except Exception as err:  # the node never dies on input
-                self._skip('inference', type(err).__name__, str(err))
-
-    def _infer(self, job: Pair | Frame) -> None:
-        start = time.perf_counter()
-        if isinstance(job, Pair):
-            reference, rgb, thermal, mode = job.rgb, job.rgb.image, job.thermal.image, 'fused'
-        else:
-            reference, mode = job, job.stream
-            rgb, thermal = (job.image, None) if job.stream == 'rgb' else (None, job.image)
-        prediction = self.predictor.predict(rgb, thermal, mode)
-        header = reference.header
+    def _publish(self, reference: Frame, prediction: Any) -> None:
+        """Worker thread: every output of one job, with the reference image's header."""
+        header, image = reference.header, reference.image
         if prediction.mask is not None:
-            encoding = conv.mask_encoding(len(self.predictor.seg_classes))
+            encoding = conv.mask_encoding(len(self.seg_classes))
             self._seg_pub.publish(conv.fill_image(Image(), prediction.mask, encoding, header))
             if self.params.publish_color and self._color_pub.get_subscription_count() > 0:
-                overlay = colorize(prediction.mask, self.predictor.palette, reference.image)
+                overlay = self._colorize(prediction.mask, self.palette, image)
                 self._color_pub.publish(conv.fill_image(Image(), overlay, 'rgb8', header))
-        self._det_pub.publish(fill_detections(Detection2DArray(), prediction.detections, header))
-        latency = self.get_clock().now().nanoseconds * 1e-9 - reference.stamp
-        self.stats.processed(prediction.mode, time.perf_counter() - start, latency)
+        dets = prediction.detections
+        self._det_pub.publish(
+            fill_detections(Detection2DArray(), dets, header, class_id=self.params.class_id))
+        if self.params.publish_debug_image and self._debug_pub.get_subscription_count() > 0:
+            base = (self._colorize(prediction.mask, self.palette, image)
+                    if prediction.mask is not None else image)
+            boxed = self._draw(base, dets.boxes, dets.class_names, dets.scores)
+            self._debug_pub.publish(conv.fill_image(Image(), boxed, 'rgb8', header))
+        info = self._camera_info.get(reference.stream)
+        if info is not None:
+            info.header = header
+            self._info_pub.publish(info)
 
-    # ---------------------------------------------------------- diagnostics
-    def _watch_cameras(self) -> None:
-        """10 Hz: log cameras going stale / coming back; publish diagnostics."""
-        changes = self.watch.poll() if self._seen else []
-        for change in changes:
-            live = self.watch.live_streams()
-            warn, text = change_message(change, self.params.mode, live, self._seen)
-            if warn:  # two calls: rclpy fixes one severity per call site
-                self.get_logger().warn(text)
-            else:
-                self.get_logger().info(text)
+    def _log(self, level: str, text: str) -> None:
+        logger = self.node.get_logger()
+        if level == 'error':  # one call site per severity: rclpy requires it
+            logger.error(text)
+        elif level == 'warn':
+            logger.warning(text)
+        else:
+            logger.info(text)
+
+    # ------------------------------------------------------------- diagnostics
+    def _tick(self) -> None:
+        """10 Hz: log cameras becoming unusable / usable; publish diagnostics."""
+        changes = self.pipeline.poll() if self.pipeline is not None else []
+        for warn, text in changes:
+            self._log('warn' if warn else 'info', text)
         now = time.monotonic()
         if changes or now >= self._next_diagnostics:
             self._next_diagnostics = now + self.params.diagnostics_period
-            self._publish_diagnostics()
+            self._diag_pub.publish(fill_diagnostics(DiagnosticArray(), [self._report()],
+                                                    self._now()))
 
-    def _publish_diagnostics(self) -> None:
-        streams = self.params.streams
-        live = self.watch.live_streams() if self._seen else ()
-        state = camera_state(self.params.mode, streams, live, self._seen)
-        rates = {s: self.watch.rate(s) for s in streams}
-        name = f'{self.get_fully_qualified_name()}: pipeline'
-        counters = self.stats, self.slot.stats(), self.sync.stats()
-        report = pipeline_report(
-            name, str(self.predictor.device), self.params.mode, state, rates, *counters
-        )
-        self._diag_pub.publish(fill_diagnostics(DiagnosticArray(), [report], self._now_header()))
+    def _report(self) -> StatusReport:
+        name = f'{self.node.get_fully_qualified_name()}: pipeline'
+        head = {'requested_mode': self.params.mode, 'model': self.model_state}
+        if self.pipeline is None:
+            return StatusReport(name, 'OK', f'inactive (model {self.model_state})', self.device,
+                                {'state': 'inactive', **head})
+        return self.pipeline.report(name, self.device, head)
 
-    def _now_header(self) -> Header:
-        return Header(stamp=self.get_clock().now().to_msg(), frame_id='')
+    def _now(self) -> Header:
+        return Header(stamp=self.node.get_clock().now().to_msg(), frame_id='')
+
+
+def on_set_parameters(node: Node, parameters: list[Any]) -> SetParametersResult:
+    """Apply the dynamic parameters (rclpy has already checked read-only and ranges)."""
+    params, io, predictor = node.params, node.io, node.predictor
+    for parameter in parameters:
+        name, value = parameter.name, parameter.value
+        if name in ('score_threshold', 'nms_iou'):
+            params.predictor[name] = value
+            if predictor is not None:
+                setattr(predictor.config, name, value)
+        elif name == 'stale_after':
+            params.stale_after = value
+            if io is not None and io.pipeline is not None:
+                io.pipeline.watch.stale_after = value
+        elif name in ('publish_color', 'publish_debug_image'):
+            setattr(params, name, value)
+    return SetParametersResult(successful=True)
+
+
+class PerceptionNode(Node):
+    """The perception node, running from construction (``load`` injectable for tests)."""
+
+    def __init__(self, load: Loader = default_loader, **node_kwargs: Any) -> None:
+        super().__init__(NODE_NAME, **node_kwargs)
+        self.params = declare_node_params(self)
+        self.io: PerceptionIO | None = None
+        self.predictor = load_predictor_for(self, self.params, load)
+        self.io = PerceptionIO(self, self.params, self.predictor)
+        self.add_on_set_parameters_callback(partial(on_set_parameters, self))
+        self.io.start(self.predictor)
+        self.get_logger().info(start_line(self.params, self.predictor))
 
     def destroy_node(self) -> None:
         """Stop the worker (it finishes the pair in hand), then the node."""
-        self.slot.close()
-        self._worker.join(timeout=10.0)
+        if self.io is not None:
+            self.io.destroy()
         super().destroy_node()
 
 
-def usage() -> str:
-    """``perception_node --help``: how to run it and every parameter with its description."""
-    lines = ['usage: perception_node [--ros-args -p NAME:=VALUE ... | --params-file FILE]',
-             '', f'ROS 2 node {NODE_NAME!r}: synchronised RGB + thermal in, masks and '
-             'detections out.', '', 'parameters (read-only unless marked dynamic):']
-    for spec in PARAM_SPECS:
-        flag = '' if spec.read_only else ' [dynamic]'
-        lines.append(f'  {spec.name} (default {spec.default!r}){flag}: {spec.description}')
-    return '\n'.join(lines)
+def start_line(params: NodeParams, predictor: Any) -> str:
+    """The log line saying what runs."""
+    h, w = predictor.input_size
+    return (f'mode {params.mode}, device {predictor.device}, precision '
+            f'{params.predictor["precision"]}, input {w}x{h}, model '
+            f'{params.predictor["model"] or "(default model)"}: '
+            f'{len(predictor.seg_classes or [])} segmentation / '
+            f'{len(predictor.det_classes or [])} detection classes')
 
 
-def main(
-    args: list[str] | None = None, load: Callable[[PredictorConfig], Predictor] = load_predictor
-) -> int:
+def usage(executable: str = 'perception_node') -> str:
+    """``--help``: how to run it and every parameter with its default and description."""
+    return '\n'.join([
+        f'usage: {executable} [--ros-args -p NAME:=VALUE ... | --params-file FILE]', '',
+        f'ROS 2 node {NODE_NAME!r}: synchronised RGB + thermal in, masks and detections out.',
+        'parameters (read-only unless marked dynamic):', *usage_lines()])
+
+
+def wants_help(argv: list[str]) -> bool:
+    """True when -h/--help comes before --ros-args."""
+    user_args = argv[: argv.index('--ros-args')] if '--ros-args' in argv else argv
+    return bool({'-h', '--help'} & set(user_args))
+
+
+def main(args: list[str] | None = None, load: Loader = default_loader) -> int:
     """Entry point ``perception_node``: init, spin, always shut down."""
     argv = sys.argv[1:] if args is None else args
-    user_args = argv[: argv.index('--ros-args')] if '--ros-args' in argv else argv
-    if {'-h', '--help'} & set(user_args):
+    if wants_help(argv):
         print(usage())
         return 0
     rclpy.init(args=args)
@@ -320,6 +339,9 @@ def main(
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
+        # Ctrl-C in a terminal reaches the node twice (from the terminal and from ros2 launch):
+        # the second must not interrupt the clean shutdown.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         node.destroy_node()
         rclpy.try_shutdown()
     return 0

@@ -1,4 +1,4 @@
-"""StreamWatch: per-camera arrival times and rates, for graceful degradation (no ROS)."""
+"""StreamWatch: per-camera health (good images, bad images, rate), for degradation (no ROS)."""
 
 import threading
 import time
@@ -8,27 +8,32 @@ from dataclasses import dataclass
 
 from univ_ros.sync import STREAMS
 
+RATE_WINDOW = 2.0  # seconds of arrivals behind the rate estimate
+
 
 @dataclass(frozen=True)
 class StreamChange:
-    """A stream that went stale (``stale=True``) or came back (``stale=False``)."""
+    """A stream that became unusable (``stale=True``) or usable again (``stale=False``)."""
 
     stream: str
     stale: bool
-    silent_for: float  # seconds since its last message (since the watch started if none yet)
+    reason: str  # why it is stale ('silent for 0.6 s', 'bad frames: ...'); '' when back
 
 
 class StreamWatch:
-    """Per-stream arrival times and rates on a monotonic clock, for graceful degradation.
+    """Per-stream arrivals on a monotonic clock: which cameras are usable, and why not.
 
-    A stream is stale when nothing arrived for ``stale_after`` seconds (counted from the watch's
-    creation until its first message). Thread-safe.
+    A stream is usable (live) while it delivered a *good* image within the last ``stale_after``
+    seconds (counted from the watch's creation or :meth:`restart` until its first one). A
+    stream sending only bad images (undecodable, wrong size, not finite) is as unusable as a
+    silent one; :meth:`reason` tells the two apart. The rate counts every arrival, good or bad,
+    over the last :data:`RATE_WINDOW` seconds, so bursts of late callbacks do not inflate it.
+    Thread-safe.
 
     Args:
         streams: stream names, e.g. ('rgb', 'thermal').
-        stale_after: silence in seconds after which a stream is stale (> 0).
+        stale_after: seconds without a good image after which a stream is stale (> 0).
         clock: monotonic seconds (injectable for tests).
-        rate_window: arrivals kept per stream for the rate estimate (>= 2).
     """
 
     def __init__(
@@ -36,76 +41,101 @@ class StreamWatch:
         streams: Sequence[str] = STREAMS,
         stale_after: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
-        rate_window: int = 30,
     ) -> None:
         if not stale_after > 0:
             raise ValueError(f'stale_after must be > 0 seconds, got {stale_after}')
-        if rate_window < 2:
-            raise ValueError(f'rate_window must be >= 2 arrivals, got {rate_window}')
         if not streams or len(set(streams)) != len(streams):
             raise ValueError(f'streams must be distinct names, got {streams!r}')
         self.streams = tuple(streams)
         self.stale_after = stale_after
         self._clock = clock
         self._lock = threading.Lock()
-        start = clock()
-        self._last = {s: start for s in self.streams}
-        self._arrivals = {s: deque(maxlen=rate_window) for s in self.streams}
+        self._arrivals = {s: deque() for s in self.streams}  # arrival times, last RATE_WINDOW s
+        self._first: dict[str, float] = {}  # first arrival of each stream
         self._reported_stale = dict.fromkeys(self.streams, False)
+        self.restart()
+
+    def restart(self) -> None:
+        """Start the grace period again (every stream counts as live for ``stale_after``)."""
+        now = self._clock()
+        with self._lock:
+            self._good = {s: now for s in self.streams}  # last good image (or the start)
+            self._bad: dict[str, tuple[float, str]] = {}  # last bad image: (time, why)
 
     def tick(self, stream: str) -> None:
-        """Record that a message of ``stream`` arrived now."""
-        self._check(stream)
-        now = self._clock()
+        """A good image of ``stream`` arrived now."""
+        now = self._arrived(stream)
         with self._lock:
-            arrivals = self._arrivals[stream]
-            if arrivals and now - arrivals[-1] > self.stale_after:
-                arrivals.clear()  # a gap: the old arrivals would understate the rate
-            arrivals.append(now)
-            self._last[stream] = now
+            self._good[stream] = now
+
+    def bad(self, stream: str, why: str) -> None:
+        """A bad image of ``stream`` arrived now; ``why`` says what was wrong with it."""
+        now = self._arrived(stream)
+        with self._lock:
+            self._bad[stream] = (now, why)
 
     def rate(self, stream: str) -> float:
-        """Arrival rate in Hz over the recent window; 0.0 if stale or fewer than 2 arrivals."""
+        """Arrivals per second over the last :data:`RATE_WINDOW` s (0.0 while silent).
+
+        Counted over the whole window, not between its first and last arrival, so callbacks
+        that run late and in bursts do not inflate it.
+        """
         self._check(stream)
         now = self._clock()
         with self._lock:
-            arrivals = self._arrivals[stream]
-            if now - self._last[stream] > self.stale_after or len(arrivals) < 2:
+            arrivals, first = self._trim(stream, now), self._first.get(stream)
+            if not arrivals or first is None or now - arrivals[-1] > self.stale_after:
                 return 0.0
-            span = arrivals[-1] - arrivals[0]
-            return (len(arrivals) - 1) / span if span > 0 else 0.0
+            if now - first >= RATE_WINDOW:
+                return len(arrivals) / RATE_WINDOW
+            return (len(arrivals) - 1) / (now - first) if now > first else 0.0
 
     def stale_streams(self) -> tuple[str, ...]:
-        """Streams silent for more than ``stale_after`` seconds, in declaration order."""
+        """Streams without a good image for more than ``stale_after`` s, in declared order."""
         now = self._clock()
         with self._lock:
-            return tuple(s for s in self.streams if now - self._last[s] > self.stale_after)
+            return tuple(s for s in self.streams if now - self._good[s] > self.stale_after)
 
     def live_streams(self) -> tuple[str, ...]:
         """Streams that are not stale, in declaration order."""
         stale = self.stale_streams()
         return tuple(s for s in self.streams if s not in stale)
 
-    def mode(self) -> str:
-        """'fused' if every stream is live, the one live stream's name, or 'none'."""
-        live = self.live_streams()
-        if len(live) == len(self.streams):
-            return 'fused'
-        return live[0] if len(live) == 1 else 'none'
+    def reason(self, stream: str) -> str:
+        """Why ``stream`` is stale: 'bad frames: <last problem>' or 'silent for X s'."""
+        now = self._clock()
+        with self._lock:
+            bad = self._bad.get(stream)
+            if bad is not None and now - bad[0] <= self.stale_after:
+                return f'bad frames: {bad[1]}'
+            return f'silent for {now - max(self._good[stream], bad[0] if bad else 0.0):.1f} s'
 
     def poll(self) -> list[StreamChange]:
-        """Transitions since the previous poll, each reported once (WARN stale, INFO back)."""
-        now = self._clock()
+        """Transitions since the previous poll, each reported once."""
+        stale = set(self.stale_streams())
         changes = []
-        with self._lock:
-            for stream in self.streams:
-                silent = now - self._last[stream]
-                stale = silent > self.stale_after
-                if stale != self._reported_stale[stream]:
-                    self._reported_stale[stream] = stale
-                    changes.append(StreamChange(stream, stale, silent))
+        for stream in self.streams:
+            if (stream in stale) != self._reported_stale[stream]:
+                self._reported_stale[stream] = stream in stale
+                why = self.reason(stream) if stream in stale else ''
+                changes.append(StreamChange(stream, stream in stale, why))
         return changes
 
+    def _arrived(self, stream: str) -> float:
+        self._check(stream)
+        now = self._clock()
+        with self._lock:
+            self._first.setdefault(stream, now)
+            self._arrivals[stream].append(now)
+            self._trim(stream, now)
+        return now
+
+    def _trim(self, stream: str, now: float) -> deque:
+        arrivals = self._arrivals[stream]
+        while arrivals and arrivals[0] < now - RATE_WINDOW:
+            arrivals.popleft()
+        return arrivals
+
     def _check(self, stream: str) -> None:
-        if stream not in self._last:
+        if stream not in self.streams:
             raise ValueError(f'stream must be one of {self.streams}, got {stream!r}')

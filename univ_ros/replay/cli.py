@@ -75,7 +75,7 @@ def replay_config(args: argparse.Namespace, params: dict) -> object:
     from univ_ros.replay.offline import ReplayConfig
 
     return ReplayConfig(args.rgb_topic, args.thermal_topic, params['mode'],
-                        not args.output_mode_only, params.get('sync_slop', DEFAULT_SLOP),
+                        not args.output_mode_only, params.get('sync_slop') or DEFAULT_SLOP,
                         args.storage, args.overlays, not args.quiet)
 
 

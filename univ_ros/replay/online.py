@@ -1,25 +1,33 @@
 """Online replay: the bag published through rclpy into the real node, outputs captured.
 
 Measures what a vehicle would see: end-to-end latency (output arrival minus publication of the
-source image), throughput, pairs the node dropped (the synchronised pairs of the bag with no
-output), and sync misses. Before the timed run one pair, stamped 5 s before the bag, is sent
-until the node answers (model loaded, kernels warm); its output is not counted.
+source image, one clock), the node's own latency (its receive time to its outputs, from its
+diagnostics), throughput, and for every synchronised pair of the bag either its output or why
+it had none (:func:`univ_ros.replay.answers.drop_reasons`). Before the timed run one pair,
+stamped 5 s before the bag, is sent until the node answers (model loaded, kernels warm); its
+outputs and counters are excluded. After the last image the replay waits until the node has
+answered every pair (an output or a counted drop), or for a time derived from the node's
+measured processing time, and warns about pairs left unanswered.
 
-The output bag and the scores are built afterwards, in a second pass over the bag, exactly as
-the offline replay builds them, from the node's outputs instead of the Predictor's.
+The output bag and the scores are built afterwards (:mod:`univ_ros.replay.online_report`),
+reading the ground truth as the offline replay does, from the node's outputs instead of the
+Predictor's (so mAP counts the boxes the node published, above its score threshold).
 """
 
+import itertools
+import math
+import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
 from tqdm import tqdm
 
-from univ_ros.conversions import image_to_numpy, rgb_from_msg, stamp_seconds, thermal_from_msg
 from univ_ros.replay import topics as T
+from univ_ros.replay.answers import Answers, answer_timeout, wait_for_answers
 from univ_ros.replay.bagio import (
     BagInput,
     BagOutput,
@@ -29,13 +37,18 @@ from univ_ros.replay.bagio import (
     stamp_ns,
     typestore,
 )
+from univ_ros.replay.online_report import (
+    GT_TOPICS,
+    bag_pairs,
+    by_stamp,
+    online_report,
+    second_pass,
+)
 from univ_ros.replay.outputs import OutputWriter, spread
-from univ_ros.replay.report import latency_stats, write_report
-from univ_ros.replay.scoring import Scorer, boxes_from_msg
-from univ_ros.sync import DEFAULT_SLOP, ApproximateTimeSync
+from univ_ros.replay.report import write_report
+from univ_ros.replay.scoring import Scorer
 
 WARMUP_SHIFT_NS = 5 * 10**9  # the warm-up pair is stamped this long before the bag
-GT_TOPICS = (T.GT_RGB_DETECTIONS, T.GT_THERMAL_DETECTIONS, T.GT_SEGMENTATION)
 
 
 @dataclass
@@ -52,7 +65,6 @@ class OnlineConfig:
     overlays: int = 4  # overlay PNGs
     progress: bool = True  # tqdm bar while publishing
     node_timeout: float = 120.0  # seconds for the node to start and answer the warm-up pair
-    drain_s: float = 3.0  # after the last publication, wait until this long without outputs
 
     def __post_init__(self) -> None:
         if not self.rate > 0:
@@ -98,18 +110,25 @@ def _camera_messages(bag: BagInput, config: OnlineConfig, total: int):
         bar.close()
 
 
-def _warmup_pair(bag: BagInput, config: OnlineConfig) -> dict[str, bytes]:
-    """The bag's first image of each camera, restamped WARMUP_SHIFT_NS earlier."""
-    firsts: dict[str, bytes] = {}
+def _warmup_pairs(bag: BagInput, config: OnlineConfig) -> Iterator[dict[str, bytes]]:
+    """The bag's first image of each camera, restamped WARMUP_SHIFT_NS earlier.
+
+    Each repetition is stamped 1/30 s later: a camera never repeats a stamp, and the node's
+    pairing relies on stamps moving forward.
+    """
+    firsts: dict[str, Any] = {}
     for topic, _, raw in bag.messages([config.rgb_topic, config.thermal_topic]):
-        if topic not in firsts:
-            msg = deserialize(raw, T.IMAGE)
-            shifted = stamp_ns(msg.header) - WARMUP_SHIFT_NS
-            msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(shifted, 10**9)
-            firsts[topic] = bytes(typestore().serialize_cdr(msg, T.IMAGE))
+        firsts.setdefault(topic, deserialize(raw, T.IMAGE))
         if len(firsts) == 2:
             break
-    return firsts
+    starts = {topic: stamp_ns(msg.header) - WARMUP_SHIFT_NS for topic, msg in firsts.items()}
+    for k in itertools.count():
+        pair = {}
+        for topic, msg in firsts.items():
+            stamp = starts[topic] + k * 10**9 // 30
+            msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(stamp, 10**9)
+            pair[topic] = bytes(typestore().serialize_cdr(msg, T.IMAGE))
+        yield pair
 
 
 def _node_died(process: Any, log: Path, when: str) -> str:
@@ -119,10 +138,14 @@ def _node_died(process: Any, log: Path, when: str) -> str:
             f'ends: {" | ".join(tail)}')
 
 
-def _wait_ready(client: Any, process: Any, config: OnlineConfig, warmup: dict,
-                log: Path) -> None:
-    """Until the node answers the warm-up pair; ValueError when it dies or times out."""
-    deadline = time.monotonic() + config.node_timeout
+def _wait_ready(client: Any, process: Any, config: OnlineConfig,
+                warmup: Iterator[dict[str, bytes]], log: Path) -> tuple[int, float]:
+    """Until the node answers the warm-up pair; ValueError when it dies or times out.
+
+    Returns:
+        (warm-up pairs published, seconds from the last of them to the answer).
+    """
+    deadline, sent, last = time.monotonic() + config.node_timeout, 0, time.monotonic()
     while not client.outputs_of(T.DETECTIONS):
         if process is not None and process.poll() is not None:
             raise ValueError(_node_died(process, log, 'before answering'))
@@ -131,29 +154,31 @@ def _wait_ready(client: Any, process: Any, config: OnlineConfig, warmup: dict,
                              f'{config.node_timeout:.0f} s (is it running, with the camera '
                              f'topics {config.rgb_topic} and {config.thermal_topic}?)')
         if client.connected():
+            pair = next(warmup)
             for topic in (config.rgb_topic, config.thermal_topic):
-                client.publish(topic, warmup[topic])
+                client.publish(topic, pair[topic])
+            sent, last = sent + 1, time.monotonic()
         time.sleep(0.2)
+    return sent, time.monotonic() - last
 
 
-def _drain(client: Any, config: OnlineConfig, expected: int) -> None:
-    """Wait for late outputs: until ``expected`` arrived or ``drain_s`` passed without any."""
-    last_count, last_change = -1, time.monotonic()
-    while time.monotonic() - last_change < config.drain_s:
-        count = len(client.outputs_of(T.DETECTIONS))
-        if count != last_count:
-            last_count, last_change = count, time.monotonic()
-        if count >= expected + 1:  # + the warm-up answer
-            return
-        time.sleep(0.05)
+def _processing_ms(values: dict, fallback_s: float) -> float:
+    """The node's measured processing time (diagnostics), else the warm-up round trip."""
+    try:
+        value = float(values.get('processing_ms', 'nan'))
+    except ValueError:
+        value = math.nan
+    return value if math.isfinite(value) else 1e3 * fallback_s
 
 
-def capture(bag: BagInput, config: OnlineConfig, log: Path) -> tuple[Any, ValueError | None]:
-    """Start (or find) the node, warm it up, publish the bag, collect the outputs.
+def capture(bag: BagInput, config: OnlineConfig,
+            log: Path) -> tuple[Any, Answers | None, dict, ValueError | None]:
+    """Start (or find) the node, warm it up, publish the bag, wait for its answers.
 
     Returns:
-        What came back, and the error that cut the replay short (a damaged bag, the node
-        dying) or None.
+        What came back, how the wait for answers ended (None when cut short), the node's
+        counters before the timed run, and the error that cut the replay short (a damaged bag,
+        the node dying) or None.
     """
     from univ_ros.replay.publisher import ReplayClient, start_node, stop_node
 
@@ -161,135 +186,40 @@ def capture(bag: BagInput, config: OnlineConfig, log: Path) -> tuple[Any, ValueE
     if config.node == 'start':
         process = start_node(config.params, config.rgb_topic, config.thermal_topic,
                              config.params_file, log)
-    error = None
+    error, answers, baseline = None, None, {}
     try:
         with ReplayClient([config.rgb_topic, config.thermal_topic]) as client:
-            _wait_ready(client, process, config, _warmup_pair(bag, config), log)
-            total = bag.topics[config.rgb_topic].count
+            warm, round_trip = _wait_ready(client, process, config,
+                                           _warmup_pairs(bag, config), log)
+            baseline = wait_for_answers(  # the warm-up pairs settled: counters before the run
+                client.statuses, lambda: client.count(T.DETECTIONS),
+                {'rgb': warm, 'thermal': warm}, {}, time.monotonic(),
+                lambda _: config.node_timeout).final
+            warm_outputs = client.count(T.DETECTIONS)
             try:
-                client.play(_camera_messages(bag, config, total), config.rate)
+                client.play(_camera_messages(bag, config, bag.topics[config.rgb_topic].count),
+                            config.rate)
             except BagReadError as err:
                 error = err
-            _drain(client, config, total)
+            published = {camera: sum(topic == name for topic, _ in client.capture.published)
+                         for camera, name in (('rgb', config.rgb_topic),
+                                              ('thermal', config.thermal_topic))}
+            answers = wait_for_answers(
+                client.statuses, lambda: client.count(T.DETECTIONS) - warm_outputs, published,
+                baseline, client.capture.finished,
+                lambda v: answer_timeout(_processing_ms(v, round_trip)))
             result = client.capture
         if error is None and process is not None and process.poll() is not None:
             error = ValueError(_node_died(process, log, 'during the replay'))
     finally:
         if process is not None:
             stop_node(process)
-    return result, error
-
-
-def _by_stamp(raws: list[tuple[float, bytes]], msgtype: str) -> dict[int, tuple[float, Any]]:
-    """Header stamp ns -> (arrival s, message), first arrival kept."""
-    out: dict[int, tuple[float, Any]] = {}
-    for arrival, raw in raws:
-        msg = deserialize(raw, msgtype)
-        out.setdefault(stamp_ns(msg.header), (arrival, msg))
-    return out
-
-
-def _pairs(bag: BagInput, config: OnlineConfig) -> tuple[dict[int, tuple[int, int]], int]:
-    """The node's pairing re-run on the bag.
-
-    Returns:
-        reference image stamp -> (RGB stamp, thermal stamp) of its pair (ns), and the sync
-        misses. The reference is the thermal image in thermal mode, else the RGB image.
-    """
-    sync = ApproximateTimeSync(float(config.params.get('sync_slop', DEFAULT_SLOP)))
-    streams = {config.rgb_topic: 'rgb', config.thermal_topic: 'thermal'}
-    partner: dict[int, tuple[int, int]] = {}
-    try:
-        for topic, _, raw in bag.messages(list(streams)):
-            header = deserialize(raw, T.IMAGE).header
-            pair = sync.add(streams[topic], stamp_seconds(header), stamp_ns(header))
-            if pair is not None:
-                key = pair.thermal if config.mode == 'thermal' else pair.rgb
-                partner[key] = (pair.rgb, pair.thermal)
-    except BagReadError:
-        pass  # the capture already recorded the damage
-    return partner, sync.stats().misses
-
-
-def _node_values(diagnostics: list[bytes]) -> dict:
-    """Key -> value of the node's last pipeline DiagnosticStatus ({} when none arrived)."""
-    for raw in reversed(diagnostics):
-        for status in deserialize(raw, 'diagnostic_msgs/msg/DiagnosticArray').status:
-            if 'univ_perception' in status.name:
-                return {kv.key: kv.value for kv in status.values}
-    return {}
-
-
-def _second_pass(bag: BagInput, config: OnlineConfig, writer: OutputWriter, scorer: Scorer,
-                 outputs: dict, partner: dict[int, tuple[int, int]]) -> None:
-    """Copy the bag into the output bag, adding each received output after its source image."""
-    reference = config.thermal_topic if config.mode == 'thermal' else config.rgb_topic
-    detections, masks = outputs[T.DETECTIONS], outputs[T.SEGMENTATION]
-    try:
-        for topic, timestamp, raw in bag.messages(list(bag.topics)):
-            msgtype = bag.topics[topic].msgtype
-            writer.copy(topic, msgtype, timestamp, raw)
-            if topic in GT_TOPICS:
-                scorer.add_truth(topic, deserialize(raw, msgtype))
-            elif topic == reference:
-                msg = deserialize(raw, msgtype)
-                stamp = stamp_ns(msg.header)
-                if stamp in detections and stamp in partner:
-                    _add_output(msg, stamp, detections[stamp][1], masks.get(stamp), writer,
-                                scorer, partner, config.mode)
-            scorer.settle(timestamp)
-    except BagReadError:
-        pass  # reported from the capture
-
-
-def _add_output(source: Any, stamp: int, det_msg: Any, mask_entry: Any, writer: OutputWriter,
-                scorer: Scorer, partner: dict[int, tuple[int, int]], mode: str) -> None:
-    boxes, names, scores = boxes_from_msg(det_msg)
-    detections = SimpleNamespace(boxes=boxes, scores=scores, class_names=names)
-    mask = None if mask_entry is None else image_to_numpy(mask_entry[1])
-    decode = thermal_from_msg if mode == 'thermal' else rgb_from_msg
-    writer.write(det_msg.header, decode(source), mask, detections)
-    scorer.add_predictions(*partner[stamp],
-                           {mode: SimpleNamespace(mask=mask, detections=detections)})
-
-
-def online_report(bag_path: Path, config: OnlineConfig, capture_: Any, error: Any,
-                  partner: dict, misses: int, scores: dict) -> tuple[dict, list]:
-    """The report's numbers and the latencies (seconds) of the outputs that arrived."""
-    reference = config.thermal_topic if config.mode == 'thermal' else config.rgb_topic
-    arrivals = _by_stamp(capture_.outputs.get(T.DETECTIONS, []), T.DETECTION_ARRAY)
-    received = {s: a for s, (a, _) in arrivals.items() if s in partner}
-    latencies = [arrival - capture_.published[(reference, stamp)]
-                 for stamp, arrival in sorted(received.items())
-                 if (reference, stamp) in capture_.published]
-    span = (max(received.values()) - capture_.started) if received else 0.0
-    synchronised = len(partner)
-    node = _node_values(capture_.diagnostics)
-    return {
-        'kind': 'online', 'partial': error is not None, 'error': str(error) if error else None,
-        'bag': str(bag_path), 'model': str(config.params.get('model', '')), 'mode': config.mode,
-        'rate': config.rate, 'topics': {'rgb': config.rgb_topic,
-                                        'thermal': config.thermal_topic},
-        'pairs': {'synchronised': synchronised, 'processed': len(received),
-                  'dropped': synchronised - len(received),
-                  'sync_misses': _int(node.get('sync_misses'), misses),
-                  'sync_misses_in_bag': misses, 'bad_inputs': _int(node.get('bad_inputs'), 0),
-                  'first_bad_input': None},
-        'latency_definition': 'output arrival - source image publication',
-        'latency_ms': latency_stats(latencies),
-        'throughput_hz': len(received) / span if span > 0 else None,
-        'drop_rate': (synchronised - len(received)) / synchronised if synchronised else None,
-        'wall_s': capture_.finished - capture_.started,
-        'node': node, 'scores': scores,
-    }, latencies
-
-
-def _int(text: str | None, default: int) -> int:
-    """A diagnostic value as int, ``default`` when missing or not a number."""
-    try:
-        return int(text) if text is not None else default
-    except ValueError:
-        return default
+    if answers is not None and answers.timed_out:
+        print(f'univ replay: warning: {answers.unanswered} pair(s) still unanswered '
+              f'{answers.timeout_s:.1f} s after the last image (the node processes a pair in '
+              f'{answers.values.get("processing_ms", "?")} ms): counted as dropped, no_answer',
+              file=sys.stderr)
+    return result, answers, baseline, error
 
 
 def replay_online(bag_path: Path, out: Path, config: OnlineConfig, force: bool = False) -> dict:
@@ -306,20 +236,25 @@ def replay_online(bag_path: Path, out: Path, config: OnlineConfig, force: bool =
         bag.require([config.rgb_topic, config.thermal_topic])
         with output_dir(out, force) as staging:
             staging.mkdir()
-            result, error = capture(bag, config, staging / 'node.log')
-            partner, misses = _pairs(bag, config)
-            outputs = {T.DETECTIONS: _by_stamp(result.outputs.get(T.DETECTIONS, []),
-                                               T.DETECTION_ARRAY),
-                       T.SEGMENTATION: _by_stamp(result.outputs.get(T.SEGMENTATION, []),
-                                                 T.IMAGE)}
+            result, answers, baseline, error = capture(bag, config, staging / 'node.log')
+            partner, misses = bag_pairs(bag, (config.rgb_topic, config.thermal_topic),
+                                        config.mode, float(config.params.get('sync_slop', 0)))
+            outputs = {T.DETECTIONS: by_stamp(result.outputs.get(T.DETECTIONS, []),
+                                              T.DETECTION_ARRAY),
+                       T.SEGMENTATION: by_stamp(result.outputs.get(T.SEGMENTATION, []),
+                                                T.IMAGE)}
             seg, det, palette = model_classes(config.params.get('model', ''))
-            scorer = Scorer(det, seg)
+            classes = result.detection_classes or det  # the node's own LabelInfo first
+            scorer = Scorer(classes, seg)
+            reference = config.thermal_topic if config.mode == 'thermal' else config.rgb_topic
             with BagOutput(staging / 'bag', config.storage) as out_bag:
                 picks = spread(config.overlays, len(outputs[T.DETECTIONS]))
                 writer = OutputWriter(out_bag, palette, seg, staging / 'overlays', picks)
-                _second_pass(bag, config, writer, scorer, outputs, partner)
-            report, latencies = online_report(bag_path, config, result, error, partner,
-                                              misses, scorer.results())
+                second_pass(bag, reference, config.mode, writer, scorer, outputs, partner,
+                            classes)
+            truth = {t: bag.topics[t].count for t in GT_TOPICS if t in bag.topics}
+            report, latencies = online_report(bag_path, config, result, answers, baseline,
+                                              error, partner, misses, scorer.results(), truth)
             report = write_report(staging, report, latencies, writer.overlays)
     if isinstance(error, BagReadError):
         raise BagReadError(error.path, error.messages_read, error.last_stamp_ns,

@@ -20,11 +20,12 @@ import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
-from rclpy.qos import QoSProfile
+from rclpy.qos import DurabilityPolicy, QoSProfile
 from sensor_msgs.msg import Image
-from vision_msgs.msg import Detection2DArray
+from vision_msgs.msg import Detection2DArray, LabelInfo
 
 from univ_ros.replay import topics as T
+from univ_ros.replay.answers import node_values
 
 OUTPUTS = {T.SEGMENTATION: Image, T.DETECTIONS: Detection2DArray}
 NODE_PARAMS = ('model', 'mode', 'device', 'sync_slop', 'precision', 'score_threshold',
@@ -37,7 +38,8 @@ class Capture:
 
     published: dict = field(default_factory=dict)  # (topic, stamp ns) -> publish time (s)
     outputs: dict = field(default_factory=dict)  # topic -> [(arrival s, raw CDR)]
-    diagnostics: list = field(default_factory=list)  # raw DiagnosticArray CDR, last ones
+    diagnostics: list = field(default_factory=list)  # [(arrival s, node status values)]
+    detection_classes: list | None = None  # the node's ~/detections/label_info, when received
     started: float = 0.0  # first publication, monotonic s
     finished: float = 0.0  # last publication, monotonic s
 
@@ -89,6 +91,9 @@ class ReplayClient:
             for topic, kind in OUTPUTS.items()}
         self.node.create_subscription(DiagnosticArray, '/diagnostics', self._diagnostics, 10,
                                       raw=True)
+        latched = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        self.node.create_subscription(LabelInfo, f'{T.NODE}/detections/label_info',
+                                      self._label_info, latched)
         self._executor = SingleThreadedExecutor(context=self._context)
         self._executor.add_node(self.node)
         self._spinner = threading.Thread(target=self._executor.spin, daemon=True)
@@ -110,8 +115,20 @@ class ReplayClient:
         return keep
 
     def _diagnostics(self, raw: bytes) -> None:
+        values = node_values(raw)
+        if values:
+            with self._lock:
+                self.capture.diagnostics = (self.capture.diagnostics
+                                            + [(time.monotonic(), values)])[-200:]
+
+    def _label_info(self, msg: LabelInfo) -> None:
         with self._lock:
-            self.capture.diagnostics = (self.capture.diagnostics + [raw])[-20:]
+            self.capture.detection_classes = [c.class_name for c in msg.class_map]
+
+    def statuses(self, since: float) -> list[tuple[float, dict]]:
+        """(arrival, node status values) received after ``since`` (monotonic s)."""
+        with self._lock:
+            return [(at, v) for at, v in self.capture.diagnostics if at > since]
 
     def connected(self) -> bool:
         """True once the node subscribes to every camera topic and publishes detections."""
@@ -122,6 +139,11 @@ class ReplayClient:
         """A copy of what arrived on ``topic`` so far."""
         with self._lock:
             return list(self.capture.outputs.get(topic, []))
+
+    def count(self, topic: str) -> int:
+        """Outputs received on ``topic`` so far."""
+        with self._lock:
+            return len(self.capture.outputs.get(topic, []))
 
     def publish(self, topic: str, raw: bytes, key: tuple[str, int] | None = None) -> None:
         """Publish raw CDR on a camera topic; ``key`` (topic, stamp ns) records the time."""

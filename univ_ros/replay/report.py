@@ -50,7 +50,10 @@ def _score_lines(scores: dict) -> list[str]:
         lines += [f"| {m} | {_fmt(s['miou'])} | {_fmt(s['pixel_accuracy'])} |"
                   for m, s in segmentation.items()]
         lines.append('')
-    if not detection and not segmentation:
+    if not detection and not segmentation and scores.get('truth_without_pair'):
+        lines += ['Ground truth is in the bag, but no processed pair had any: no accuracy '
+                  'scores.', '']
+    elif not detection and not segmentation:
         lines += ['No ground truth topics in the bag: no accuracy scores.', '']
     return lines
 
@@ -67,6 +70,9 @@ def markdown(report: dict) -> str:
               f"- pairs: {pairs['synchronised']} synchronised, {pairs['processed']} processed, "
               f"{pairs['dropped']} dropped (drop rate {_fmt(report['drop_rate'])}), "
               f"{pairs['sync_misses']} sync misses, {pairs['bad_inputs']} bad inputs",
+              *[f'  - dropped, {why}: {n}'
+                for why, n in (pairs.get('dropped_by_reason') or {}).items()],
+              *[f'- **warning**: {text}' for text in report.get('warnings', [])],
               f"- latency ({report['latency_definition']}): p50 {_fmt(lat['p50'], digits=1)} ms,"
               f" p95 {_fmt(lat['p95'], digits=1)} ms, p99 {_fmt(lat['p99'], digits=1)} ms",
               f"- throughput: {_fmt(report['throughput_hz'], digits=2)} pairs/s"]

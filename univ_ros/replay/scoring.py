@@ -24,15 +24,24 @@ from univ_ros.replay import topics as T
 from univ_ros.replay.bagio import stamp_ns
 
 
-def boxes_from_msg(msg: Any) -> tuple[np.ndarray, list[str], np.ndarray]:
-    """Detection2DArray -> (K, 4) float32 xyxy pixels, K class names, (K,) float32 scores."""
+def boxes_from_msg(msg: Any, class_names: list[str] | None = None
+                   ) -> tuple[np.ndarray, list[str], np.ndarray]:
+    """Detection2DArray -> (K, 4) float32 xyxy pixels, K class names, (K,) float32 scores.
+
+    ``class_names``: the LabelInfo map of a node publishing integer class ids (``class_id: id``);
+    a ``class_id`` that is a decimal index into it becomes that name. Without it, class_id
+    is taken as the name.
+    """
     boxes, names, scores = [], [], []
     for det in msg.detections:
         cx, cy = det.bbox.center.position.x, det.bbox.center.position.y
         half_w, half_h = 0.5 * det.bbox.size_x, 0.5 * det.bbox.size_y
         boxes.append([cx - half_w, cy - half_h, cx + half_w, cy + half_h])
         best = det.results[0].hypothesis if det.results else None
-        names.append(best.class_id if best is not None else '')
+        label = best.class_id if best is not None else ''
+        if class_names is not None and label.isdigit() and int(label) < len(class_names):
+            label = class_names[int(label)]
+        names.append(label)
         scores.append(best.score if best is not None else 1.0)
     return (np.asarray(boxes, np.float32).reshape(-1, 4), names,
             np.asarray(scores, np.float32))

@@ -1,0 +1,161 @@
+"""``univ_perception`` as a managed (lifecycle) node: the GPU model loads and unloads on command.
+
+Transitions (``ros2 lifecycle set /univ_perception <transition>``, or launch's auto-start):
+
+- configure: load the model and warm it up (kernels, allocator); publishers and LabelInfo;
+- activate: (reload the model if deactivate released it) subscribe to the cameras, start the
+  worker;
+- deactivate: unsubscribe, stop inference (the job in hand finishes), release the model and
+  return the freed device memory (``torch.cuda.empty_cache``); diagnostics go on ('inactive');
+- cleanup / shutdown: also remove publishers and timers.
+
+Parameters are declared at construction (no model yet), so ``ros2 param`` works before
+configure; read-only ones take effect at the next configure.
+"""
+
+import gc
+import signal
+import sys
+import weakref
+from functools import partial
+from typing import Any
+
+import rclpy
+from rclpy.executors import ExternalShutdownException
+from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
+from rclpy.logging import get_logger
+
+from univ_ros.params import declare_node_params
+from univ_ros.perception_node import (
+    NODE_NAME,
+    Loader,
+    PerceptionIO,
+    default_loader,
+    load_predictor_for,
+    on_set_parameters,
+    start_line,
+    usage,
+    wants_help,
+)
+
+WARMUP_RUNS = 1
+
+
+class PerceptionLifecycleNode(LifecycleNode):
+    """The perception node with the managed-node life cycle (``load`` injectable for tests)."""
+
+    def __init__(self, load: Loader = default_loader, **node_kwargs: Any) -> None:
+        super().__init__(NODE_NAME, **node_kwargs)
+        self._load = load
+        self.params = declare_node_params(self)
+        self.predictor: Any = None
+        self.io: PerceptionIO | None = None
+        self.add_on_set_parameters_callback(partial(on_set_parameters, self))
+
+    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Load the model, warm it up, create the publishers."""
+        try:
+            self.params = declare_node_params(self)  # values set while unconfigured
+            self._load_model()
+        except (FileNotFoundError, ValueError) as err:
+            self.get_logger().error(f'configure failed: {err}')
+            return TransitionCallbackReturn.FAILURE
+        self.io = PerceptionIO(self, self.params, self.predictor)
+        self.get_logger().info(f'configured: {start_line(self.params, self.predictor)}')
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Subscribe and start inference (reloading the model after a deactivate)."""
+        if self.predictor is None:
+            try:
+                self._load_model()
+            except (FileNotFoundError, ValueError) as err:
+                self.get_logger().error(f'activate failed: {err}')
+                return TransitionCallbackReturn.FAILURE
+        self.io.model_state = 'loaded'
+        self.io.start(self.predictor)
+        self.get_logger().info('activated: subscribed to the cameras')
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Unsubscribe, stop inference, release the model and its device memory."""
+        self.io.stop()
+        self._release_model()
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Back to unconfigured: publishers and timers removed, model released."""
+        self._teardown()
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Finalize from any primary state."""
+        self._teardown()
+        return TransitionCallbackReturn.SUCCESS
+
+    def _load_model(self) -> None:
+        self.predictor = load_predictor_for(self, self.params, self._load)
+        seconds = self.predictor.warmup(runs=WARMUP_RUNS)
+        self.get_logger().info(f'model loaded and warmed up in {seconds:.1f} s')
+
+    def _release_model(self) -> None:
+        """Drop the Predictor; log whether it was freed and the device memory left."""
+        from univ_core.inference.device_memory import allocated_mb, release_cached
+
+        if self.predictor is None:
+            return
+        device, alive = str(self.predictor.device), weakref.ref(self.predictor)
+        self.predictor = None
+        gc.collect()
+        release_cached(device)
+        if self.io is not None:
+            self.io.model_state = 'released'
+        freed = alive() is None
+        text = (f'model released: predictor freed {freed}, {allocated_mb(device):.0f} MB '
+                f'still allocated on {device}')
+        if freed:
+            self.get_logger().info(text)
+        else:
+            self.get_logger().warning(text + ' (something still holds the model)')
+
+    def _teardown(self) -> None:
+        if self.io is not None:
+            self.io.destroy()
+        self._release_model()
+        self.io = None
+
+    def destroy_node(self) -> None:
+        """Stop inference and release everything, then the node."""
+        self._teardown()
+        super().destroy_node()
+
+
+def main(args: list[str] | None = None, load: Loader = default_loader) -> int:
+    """Entry point ``perception_lifecycle_node``: init, spin, always shut down."""
+    argv = sys.argv[1:] if args is None else args
+    if wants_help(argv):
+        print(usage('perception_lifecycle_node') + '\n\nA managed node: configure loads the '
+              'model, activate subscribes (ros2 lifecycle set /univ_perception configure).')
+        return 0
+    rclpy.init(args=args)
+    try:
+        node = PerceptionLifecycleNode(load)
+    except ValueError as err:
+        get_logger(NODE_NAME).fatal(f'cannot start: {err}')
+        rclpy.try_shutdown()
+        return 1
+    try:
+        rclpy.spin(node)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        # Ctrl-C in a terminal reaches the node twice (from the terminal and from ros2 launch):
+        # the second must not interrupt the clean shutdown.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        node.destroy_node()
+        rclpy.try_shutdown()
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
