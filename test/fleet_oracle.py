@@ -2,7 +2,8 @@
 
 :class:`JitteredTruth` finds msrs_mini's boxes slightly moved (mAP well above 0, so equal
 scores mean something); it can kill its own worker process, or interrupt the run, after a
-number of ``predict`` calls, to test retries and resuming for real.
+number of predictions (one per ``predict`` call, one per mode of ``predict_modes``), to
+test retries and resuming for real.
 """
 
 import os
@@ -55,6 +56,17 @@ class JitteredTruth:
 
     def predict(self, rgb, thermal, mode, scoring=False):
         self._maybe_stop()
+        return self._jittered(rgb, mode)
+
+    def predict_modes(self, rgb, thermal, modes, scoring=False):
+        """Every mode of one pair; counts as one call per mode, as ``predict`` per mode would."""
+        predictions = {}
+        for mode in modes:
+            self._maybe_stop()
+            predictions[mode] = self._jittered(rgb, mode)
+        return predictions
+
+    def _jittered(self, rgb, mode):
         sample = self.samples[np.ascontiguousarray(rgb).tobytes()]
         key = {'rgb': 'rgb', 'thermal': 'ir'}.get(mode, 'rgb')
         boxes, labels = sample[f'boxes_{key}'], sample[f'labels_{key}']

@@ -68,7 +68,7 @@ def test_full_size_640x512_pairs_over_default_qos(toy_model, data_dir, tmp_path)
     stamps = {key(stamp) for _, stamp, _ in published}
     masks, dets = rig.outputs['segmentation'].messages, rig.outputs['detections'].messages
     assert len(masks) == len(dets) == int(final['pairs_processed']) >= 30
-    assert accounted(final) and final['state'] == 'fused' and final['level'] == DiagnosticStatus.OK
+    assert accounted(final)  # after the stream ends the cameras fall silent: state 'waiting'
     for mask in masks:
         assert key(mask.header.stamp) in stamps and mask.header.frame_id == RGB_FRAME
         assert (mask.encoding, mask.width, mask.height, mask.step) == ('mono8', 640, 512, 640)
@@ -103,6 +103,7 @@ def test_full_size_640x512_pairs_over_default_qos(toy_model, data_dir, tmp_path)
     assert min(received.values()) >= 0.99 * len(published)  # full-size images arrive
     assert final['bad_inputs'] == '0' and final['thermal_bad_frames'] == '0'
     assert rates, 'no diagnostics while streaming'
+    assert all(v['state'] == 'fused' and v['level'] == DiagnosticStatus.OK for v in rates), rates
     actual = published_rate(published, published[0][2], published[-1][2])
     for values in rates:  # the reported rate is the camera's, not bursts of callbacks
         assert abs(float(values['rgb_rate_hz']) - actual) < 0.1 * actual, values['rgb_rate_hz']

@@ -352,3 +352,18 @@ def test_concurrent_adds_keep_the_counters_consistent():
     assert stats.added == 4000 and stats.pairs == len(pairs) > 0
     assert_accounted(sync)
     assert all(p.rgb == p.thermal for p in pairs)  # only same-frame partners within slop
+
+
+def test_finish_emits_the_pairs_still_waiting_at_the_end_of_a_bag():
+    """A first pair waits for the next image; at the end of the input nothing else can come."""
+    sync = ApproximateTimeSync()
+    assert feed(sync, [('rgb', 0.0), ('thermal', 0.003)]) == []  # frame period still unknown
+    assert stamps(sync.finish()) == [(0.0, 0.003)]
+    sync = ApproximateTimeSync()
+    events = [('rgb', 0.0), ('thermal', 0.003), ('rgb', PERIOD), ('thermal', PERIOD + 0.005),
+              ('rgb', 2 * PERIOD), ('thermal', 2 * PERIOD + 0.03)]  # beyond the slop: no pair
+    early = feed(sync, events)
+    late = sync.finish()
+    assert stamps(early + late) == [(0.0, 0.003), (round(PERIOD, 4), round(PERIOD + 0.005, 4))]
+    assert sync.finish() == [] and sync.stats().queued == 2  # the last two stay unpaired
+    assert_accounted(sync)

@@ -34,18 +34,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def parse(argv: list[str]) -> tuple[object, argparse.Namespace]:
+    """(subcommand module, parsed arguments) of ``univ COMMAND ...``; exits on a usage error."""
+    name, rest = argv[0], argv[1:]
+    module = importlib.import_module(COMMANDS[name][0])
+    parser = argparse.ArgumentParser(prog=f'univ {name}', description=COMMANDS[name][1])
+    module.add_arguments(parser)
+    # Intermixed: key=value overrides may come before or after the flags.
+    return module, parser.parse_intermixed_args(rest)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run ``univ COMMAND ...``; input errors print one line and return 1."""
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0] not in COMMANDS:
         build_parser().parse_args(argv or ['--help'])
         return 2
-    name, rest = argv[0], argv[1:]
-    module = importlib.import_module(COMMANDS[name][0])
-    parser = argparse.ArgumentParser(prog=f'univ {name}', description=COMMANDS[name][1])
-    module.add_arguments(parser)
-    # Intermixed: key=value overrides may come before or after the flags.
-    args = parser.parse_intermixed_args(rest)
+    name = argv[0]
+    module, args = parse(argv)
     try:
         return int(module.main(args) or 0)
     except (FileNotFoundError, ValueError) as err:

@@ -25,6 +25,7 @@ from rclpy.executors import ExternalShutdownException
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.logging import get_logger
 
+from univ_ros.messages import silent_outputs
 from univ_ros.params import declare_node_params
 from univ_ros.perception_node import (
     NODE_NAME,
@@ -62,6 +63,8 @@ class PerceptionLifecycleNode(LifecycleNode):
             return TransitionCallbackReturn.FAILURE
         self.io = PerceptionIO(self, self.params, self.predictor)
         self.get_logger().info(f'configured: {start_line(self.params, self.predictor)}')
+        if (note := silent_outputs(self.predictor)) is not None:
+            self.get_logger().warn(note)
         return TransitionCallbackReturn.SUCCESS
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:

@@ -157,3 +157,18 @@ def fill_diagnostics(
         for report in reports
     ]
     return msg
+
+
+def silent_outputs(predictor: Any) -> str | None:
+    """What a model without one of the two heads never publishes, or None (it has both).
+
+    The node logs it once at start; ``univ replay`` and ``univ demo`` print it.
+    """
+    missing = [f'no {what} head: ~/{topics} stay silent'
+               for what, classes, topics in (
+                   ('segmentation', predictor.seg_classes,
+                    'segmentation, ~/segmentation/color, ~/label_info'),
+                   ('detection', predictor.det_classes,
+                    'detections, ~/detections/image, ~/detections/label_info'))
+               if not classes]
+    return '; '.join(missing) or None

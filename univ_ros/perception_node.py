@@ -41,7 +41,13 @@ from vision_msgs.msg import Detection2DArray, LabelInfo
 
 from univ_ros import conversions as conv
 from univ_ros.compressed import rgb_from_compressed, thermal_from_compressed
-from univ_ros.messages import StatusReport, fill_detections, fill_diagnostics, fill_label_info
+from univ_ros.messages import (
+    StatusReport,
+    fill_detections,
+    fill_diagnostics,
+    fill_label_info,
+    silent_outputs,
+)
 from univ_ros.params import (
     NodeParams,
     apply_class_params,
@@ -289,6 +295,8 @@ class PerceptionNode(Node):
         self.add_on_set_parameters_callback(partial(on_set_parameters, self))
         self.io.start(self.predictor)
         self.get_logger().info(start_line(self.params, self.predictor))
+        if (note := silent_outputs(self.predictor)) is not None:
+            self.get_logger().warn(note)
 
     def destroy_node(self) -> None:
         """Stop the worker (it finishes the pair in hand), then the node."""

@@ -190,7 +190,21 @@ class ApproximateTimeSync:
         while (pair := self._next_final_locked(slop)) is not None:
             self._ready.append(pair)
 
-    def _next_final_locked(self, slop: float) -> Pair | None:
+    def finish(self) -> list[Pair]:
+        """End of input (a bag's end, or where a damaged bag stops): the pairs left, oldest first.
+
+        No partner can arrive any more, so every mutual-nearest pair within the slop is final,
+        ready pairs not yet returned included; unpaired messages stay queued (see :meth:`stats`).
+        """
+        with self._lock:
+            slop = self._slop_locked()
+            while (pair := self._next_final_locked(slop, end=True)) is not None:
+                self._ready.append(pair)
+            pairs = list(self._ready)
+            self._ready.clear()
+            return pairs
+
+    def _next_final_locked(self, slop: float, end: bool = False) -> Pair | None:
         newest = max(self._newest.values())
         for rgb_index, (rgb_stamp, _, _) in enumerate(self._queues['rgb']):
             thermal_index = self._nearest_locked('thermal', rgb_stamp, slop)
@@ -201,7 +215,7 @@ class ApproximateTimeSync:
                 continue  # the thermal message has a closer RGB partner
             gap = abs(rgb_stamp - thermal_stamp)
             overdue = newest > max(rgb_stamp, thermal_stamp) + slop + self.max_lateness
-            if overdue or (self._final_locked('rgb', rgb_stamp, gap, slop)
+            if end or overdue or (self._final_locked('rgb', rgb_stamp, gap, slop)
                            and self._final_locked('thermal', thermal_stamp, gap, slop)):
                 return self._pop_pair_locked(rgb_stamp, thermal_stamp)
         return None

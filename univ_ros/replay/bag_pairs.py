@@ -16,7 +16,7 @@ from univ_ros.conversions import (
     thermal_from_msg,
 )
 from univ_ros.replay import topics as T
-from univ_ros.replay.bagio import BagInput, deserialize, stamp_ns
+from univ_ros.replay.bagio import BagInput, BagReadError, deserialize, stamp_ns
 from univ_ros.sync import DEFAULT_SLOP, ApproximateTimeSync
 
 
@@ -33,13 +33,25 @@ def iter_bag_pairs(path: Path, rgb_topic: str = T.RGB_IMAGE,
     streams = {rgb_topic: 'rgb', thermal_topic: 'thermal'}
     with BagInput(Path(path)) as bag:
         bag.require([rgb_topic, thermal_topic])
-        for topic, _, raw in bag.messages([rgb_topic, thermal_topic]):
-            msg = deserialize(raw, bag.topics[topic].msgtype)
-            pair = sync.add(streams[topic], stamp_seconds(msg.header), msg)
-            if pair is None:
-                continue
-            try:
-                rgb, thermal = rgb_from_msg(pair.rgb), thermal_from_msg(pair.thermal)
-            except ImageConversionError:
-                continue  # the node skips such pairs too
-            yield str(stamp_ns(pair.rgb.header)), rgb, thermal
+        damage = None
+        try:
+            for topic, _, raw in bag.messages([rgb_topic, thermal_topic]):
+                msg = deserialize(raw, bag.topics[topic].msgtype)
+                pair = sync.add(streams[topic], stamp_seconds(msg.header), msg)
+                while pair is not None:
+                    yield from _decoded(pair)
+                    pair = sync.pop_ready()
+        except BagReadError as err:
+            damage = err
+        for pair in sync.finish():  # the end of the bag, or where a damaged one stops
+            yield from _decoded(pair)
+        if damage is not None:
+            raise damage
+
+
+def _decoded(pair) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
+    try:
+        rgb, thermal = rgb_from_msg(pair.rgb), thermal_from_msg(pair.thermal)
+    except ImageConversionError:
+        return  # the node skips such pairs too
+    yield str(stamp_ns(pair.rgb.header)), rgb, thermal

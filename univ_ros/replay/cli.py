@@ -81,9 +81,13 @@ def replay_config(args: argparse.Namespace, params: dict) -> object:
 
 def run_offline(args: argparse.Namespace, params: dict) -> dict:
     """Offline replay; returns the report."""
+    from univ_ros.messages import silent_outputs
     from univ_ros.replay.offline import replay_offline
 
-    return replay_offline(args.bag, args.out, predictor_from(params), replay_config(args, params),
+    predictor = predictor_from(params)
+    if (note := silent_outputs(predictor)) is not None:
+        print(f'univ replay: {note}', file=sys.stderr)
+    return replay_offline(args.bag, args.out, predictor, replay_config(args, params),
                           args.force, str(params.get('model', '')))
 
 

@@ -130,9 +130,11 @@ def _stream(bag: BagInput, predictor: Any, config: ReplayConfig, writer: OutputW
                 scorer.add_truth(topic, deserialize(raw, msgtype))
             scorer.settle(timestamp)
     except BagReadError as err:
-        state.error = err
+        state.error = err  # the pairs read before the damage still count
     finally:
         bar.close()
+    for pair in sync.finish():
+        _run_pair(pair, predictor, modes, writer, scorer, state, has_truth)
     return sync
 
 
@@ -218,5 +220,6 @@ def replay_bag(bag_path: Path, out: Path, predictor: Any, config: ReplayConfig,
                                     {'deployment': cfg.score_threshold,
                                      'map_from': min(cfg.score_threshold,
                                                      cfg.eval_score_threshold)})
+            report['published'] = {'messages': writer.published, 'boxes': writer.boxes}
             report = write_report(staging, report, state.latencies, writer.overlays)
     return ReplayOutcome(report, scorer, state)

@@ -44,7 +44,10 @@ class OutputWriter:
         self.overlay_indices = set(overlay_indices)
         self.overlays: list[Path] = []
         self.processed = 0
-        for topic in (T.SEGMENTATION, T.SEGMENTATION_COLOR, T.DETECTIONS, T.DETECTIONS_IMAGE):
+        self.published = {t: 0 for t in (T.SEGMENTATION, T.SEGMENTATION_COLOR, T.DETECTIONS,
+                                          T.DETECTIONS_IMAGE)}  # messages written per topic
+        self.boxes = 0  # detections published (deployment threshold)
+        for topic in self.published:
             bag.add_topic(topic, T.TYPES[topic])
 
     def copy(self, topic: str, msgtype: str, timestamp: int, raw: bytes) -> None:
@@ -64,22 +67,27 @@ class OutputWriter:
             detections: ``boxes`` (K, 4) float32 xyxy, ``scores`` (K,), ``class_names``.
         """
         stamp = stamp_ns(header)
+        coloured = colorize(mask, self.palette, image) if mask is not None else None
         if mask is not None:
-            self.bag.write(T.SEGMENTATION, stamp, image_msg(mask, self.mask_encoding, header))
-            coloured = colorize(mask, self.palette, image)
-            self.bag.write(T.SEGMENTATION_COLOR, stamp, image_msg(coloured, 'rgb8', header))
+            self._write(T.SEGMENTATION, stamp, image_msg(mask, self.mask_encoding, header))
+            self._write(T.SEGMENTATION_COLOR, stamp, image_msg(coloured, 'rgb8', header))
         empty = msg_type(T.DETECTION_ARRAY)(header=header, detections=[])
-        self.bag.write(T.DETECTIONS, stamp, fill_detections(empty, detections, header, msg_type))
-        base = colorize(mask, self.palette, image) if mask is not None else to_rgb8(image)
+        self._write(T.DETECTIONS, stamp, fill_detections(empty, detections, header, msg_type))
+        self.boxes += len(detections.boxes)
+        base = coloured if coloured is not None else to_rgb8(image)
         boxed = draw_detections(base, detections.boxes, detections.class_names,
                                 detections.scores)
-        self.bag.write(T.DETECTIONS_IMAGE, stamp, image_msg(boxed, 'rgb8', header))
+        self._write(T.DETECTIONS_IMAGE, stamp, image_msg(boxed, 'rgb8', header))
         if self.processed in self.overlay_indices:
             path = self.overlay_dir / f'overlay_{self.processed:05d}.png'
             path.parent.mkdir(parents=True, exist_ok=True)
             cv2.imwrite(str(path), cv2.cvtColor(boxed, cv2.COLOR_RGB2BGR))
             self.overlays.append(path)
         self.processed += 1
+
+    def _write(self, topic: str, stamp: int, msg: Any) -> None:
+        self.bag.write(topic, stamp, msg)
+        self.published[topic] += 1
 
 
 def spread(count: int, total: int) -> list[int]:

@@ -87,10 +87,17 @@ def _labelled(root: Path, layouts: tuple[str, ...], split: str) -> list[tuple[st
     return found
 
 
-def _plain(root: Path, layout: str, split: str) -> _PlainPairs:
+def _plain(root: Path, layout: str, split: str, held_out: bool) -> _PlainPairs:
     from univ_core.data.paired import find_pairs
 
-    return _PlainPairs(find_pairs(root, layout, split if layout in SPLIT_LAYOUTS else None))
+    pairs = find_pairs(root, layout, split if layout in SPLIT_LAYOUTS else None)
+    return _PlainPairs([p for p in pairs if _held_out(p.name)] if held_out else pairs)
+
+
+def _held_out(name: str) -> bool:
+    from univ_core.data.evaluation_pairs import is_evaluation_pair
+
+    return is_evaluation_pair(name)
 
 
 def resolve_format(root: Path, fmt: str) -> str:
@@ -107,8 +114,11 @@ def resolve_format(root: Path, fmt: str) -> str:
 
 
 def open_samples(root: Path, fmt: str, split: str = 'train',
-                 limit: int | None = None) -> SampleSource:
+                 limit: int | None = None, held_out: bool = False) -> SampleSource:
     """The pairs of dataset ``root`` in layout ``fmt`` (see FORMATS), labels included.
+
+    ``held_out``: only the project's evaluation pairs (univ_core/data/evaluation_pairs.py),
+    which no shipped model was trained on.
 
     Raises:
         FileNotFoundError: ``root`` or its images missing.
@@ -124,16 +134,19 @@ def open_samples(root: Path, fmt: str, split: str = 'train',
     fmt = resolve_format(root, fmt)
     layouts, plain = LAYOUTS[fmt]
     found = _labelled(root, layouts, split)
+    if held_out:
+        found = [(name, d.subset(lambda item: _held_out(item.pair.name))) for name, d in found]
     det = next((list(d.class_names) for name, d in found if not _is_seg(name)), None)
     seg = next((list(d.class_names) for name, d in found if _is_seg(name)), None)
-    loaders = [d for _, d in found] or [_plain(root, plain, split)]
+    loaders = [d for _, d in found] or [_plain(root, plain, split, held_out)]
     sizes = {len(loader) for loader in loaders}
     if len(sizes) != 1:
         raise ValueError(f'{root}: the label sets {[n for n, _ in found]} hold different pair '
                          f'counts {sorted(sizes)}')
     size = min(sizes.pop(), limit or 10**12)
     if size == 0:
-        raise FileNotFoundError(f'no image pairs found in {root} ({fmt}, split {split})')
+        raise FileNotFoundError(f'no image pairs found in {root} ({fmt}, split {split}'
+                                f'{", evaluation pairs only" if held_out else ""})')
     return SampleSource(loaders, size, det, seg, f'{root} ({fmt}, {split})')
 
 

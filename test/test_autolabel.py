@@ -1,0 +1,85 @@
+"""`univ autolabel` with the real ONNX teachers of ../shared/models on a few real pairs."""
+
+import json
+import shutil
+
+import cv2
+import numpy as np
+import pytest
+
+from univ_core.autolabel.config import AutolabelConfig
+from univ_core.models.weights import file_sha256
+from univ_ros import cli
+
+MSRS = ('00001D', '00003N')
+ROADSCENE = ('FLIR_00006', 'FLIR_00018')
+
+
+@pytest.fixture(scope='module')
+def labelled(data_dir, tmp_path_factory):
+    """2 MSRS pairs with their real boxes + 2 RoadScene pairs without labels, autolabelled."""
+    base = tmp_path_factory.mktemp('autolabel')
+    msrs, road = base / 'msrs_mini', base / 'roadscene'
+    for name in MSRS:
+        for sub in ('train/vi', 'train/ir'):
+            (msrs / sub).mkdir(parents=True, exist_ok=True)
+            shutil.copy(data_dir / 'msrs_mini' / sub / f'{name}.png', msrs / sub)
+        for sub in ('detection/visible/train', 'detection/infrared/train'):
+            (msrs / sub).mkdir(parents=True, exist_ok=True)
+            shutil.copy(data_dir / 'msrs_mini' / sub / f'{name}.txt', msrs / sub)
+    for name in ROADSCENE:
+        for sub in ('vi', 'ir'):
+            (road / sub).mkdir(parents=True, exist_ok=True)
+            shutil.copy(data_dir / 'roadscene' / sub / f'{name}.jpg', road / sub)
+    out = base / 'labels'
+    assert cli.main(['autolabel', str(msrs), str(road), '--out', str(out), '--quiet']) == 0
+    return data_dir, out
+
+
+def yolo_rows(path):
+    rows = [line.split() for line in path.read_text().splitlines() if line.strip()]
+    return [(int(r[0]), *map(float, r[1:])) for r in rows]
+
+
+def test_real_boxes_win_over_the_teachers(labelled):
+    data_dir, out = labelled
+    for name in MSRS:
+        for modality in ('visible', 'infrared'):
+            real = data_dir / 'msrs_mini' / 'detection' / modality / 'train' / f'{name}.txt'
+            got = out / 'msrs_mini' / 'labels' / modality / 'train' / f'{name}.txt'
+            want, have = np.array(yolo_rows(real)), np.array(yolo_rows(got))
+            assert have.shape == want.shape and np.allclose(have, want, atol=1e-5), (name, modality)
+
+
+def test_unlabelled_pairs_get_yolo_boxes_and_masks_of_the_package_classes(labelled):
+    data_dir, out = labelled
+    summary = json.loads((out / 'roadscene' / 'provenance.json').read_text())
+    classes = summary['classes']
+    boxes = {'rgb': 0, 'thermal': 0}
+    for name in ROADSCENE:
+        for modality, key in (('visible', 'rgb'), ('infrared', 'thermal')):
+            rows = yolo_rows(out / 'roadscene' / 'labels' / modality / f'{name}.txt')
+            boxes[key] += len(rows)
+            for cls, *xywh in rows:
+                assert 0 <= cls < len(classes['detection'])
+                assert all(0 <= v <= 1 for v in xywh) and xywh[2] > 0 and xywh[3] > 0
+        mask = cv2.imread(str(out / 'roadscene' / 'masks' / f'{name}.png'), cv2.IMREAD_UNCHANGED)
+        image = cv2.imread(str(data_dir / 'roadscene' / 'vi' / f'{name}.jpg'))
+        assert mask.shape == image.shape[:2] and mask.dtype == np.uint8
+        ids = set(np.unique(mask).tolist())
+        assert ids <= set(range(len(classes['segmentation']))) | {255}
+        assert len(ids - {255}) >= 2  # a daytime road scene: road, cars, sky, ...
+    counts = summary['counts']
+    assert {k: sum(v.values()) for k, v in counts.items()} == boxes  # provenance = files
+    assert boxes['rgb'] > 0  # FLIR_00006 / 00018 are daytime street scenes with cars
+
+
+def test_provenance_names_the_teachers_by_sha256(labelled):
+    _, out = labelled
+    summary = json.loads((out / 'msrs_mini' / 'provenance.json').read_text())
+    config = AutolabelConfig()
+    sha = {t['role']: t['sha256'] for t in summary['teachers']}
+    assert sha['detector'] == file_sha256(config.detector_path())
+    assert sha['segmenter'] == file_sha256(config.segmenter_path())
+    assert summary['pairs'] == len(MSRS) and summary['real_label_pairs'] == len(MSRS)
+    assert (out / 'msrs_mini' / 'summary.png').stat().st_size > 0
