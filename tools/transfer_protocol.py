@@ -1,11 +1,14 @@
-"""Downstream protocol of the README: IR detection mAP50 of heads trained on RGB or IR labels.
+"""Downstream protocol: detection heads trained on one modality's labels, scored on both.
 
-For each backbone (the frozen teacher and a UNIV export) x head-training modality (rgb, ir) x
-seed: `univ finetune det` head-only on msrs_mini minus held-out pairs, then `univ eval det` of
-that model on the held-out pairs' IR (and RGB) images. Writes a JSON summary and prints a table.
+For each backbone (the frozen teacher, and UNIV = the teacher + the shipped LoRA adapter, or a
+merged backbone file) x head-training modality x seed: ``univ finetune det`` head-only on
+msrs_mini minus its 8 evaluation pairs (univ_core/data/evaluation_pairs.py), then the IR and RGB
+images of those 8 held-out pairs are scored against their real boxes (COCO protocol: boxes down
+to ``eval_score_threshold``, fp32). Reports mAP50 overall and AP50 of person and car apart, the
+RGB->IR transfer of RGB-trained heads, and RGB preservation as "RGB kept: x % of teacher" (per
+seed: UNIV's RGB mAP50 / the teacher's with the same seed; mean and sd over seeds).
 
-    .venv/bin/python tools/transfer_protocol.py --univ runs/pretrain_cpu/univ_backbone.safetensors
-        --epochs 60 --out runs/transfer60
+    .venv/bin/python tools/transfer_protocol.py --epochs 60 --out runs/transfer
 """
 
 import argparse
@@ -14,6 +17,7 @@ import statistics
 import time
 from pathlib import Path
 
+from univ_core.data.evaluation_pairs import MSRS_TEST
 from univ_core.data.home import data_home
 from univ_core.eval.downstream import evaluate
 from univ_core.inference import PredictorConfig, load_predictor
@@ -22,47 +26,83 @@ from univ_core.train.downstream_data import Split, open_split
 from univ_core.train.finetune import FinetuneConfig, finetune
 
 
+def mean_sd(values: list[float]) -> str:
+    """"mean ± sd" of a list (sd 0 for one value)."""
+    sd = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f'{statistics.mean(values):.3f} ± {sd:.3f}'
+
+
+def run_one(backbone: str, trained_on: str, seed: int, epochs: int, out: Path) -> dict:
+    """Train one head and score it on the held-out pairs' IR and RGB images."""
+    data = data_home() / 'msrs_mini'
+    train = Split(str(data), 'msrs_det', 'train', exclude_evaluation_pairs=True)
+    held, _ = open_split(Split(str(data), 'msrs_det', 'train', only=MSRS_TEST))
+    start = time.perf_counter()
+    model = finetune(FinetuneConfig(task='det', modality=trained_on, data=train,
+                                    backbone=backbone, epochs=epochs, seed=seed,
+                                    out_dir=str(out)), resume=True, quiet=True)
+    predictor = load_predictor(PredictorConfig(model=str(model), precision='fp32'))
+    metrics, _ = evaluate('det', predictor, held, ['ir', 'rgb'])
+    row = {'trained_on': trained_on, 'seed': seed,
+           'minutes': round((time.perf_counter() - start) / 60, 2)}
+    for modality in ('ir', 'rgb'):
+        row[f'{modality}_map50'] = metrics[modality]['map50']
+        for name in ('person', 'car'):
+            row[f'{modality}_{name}_ap50'] = metrics[modality]['ap50'][name]
+    return row
+
+
+def table(rows: list[dict], backbones: list[str]) -> list[str]:
+    """The Markdown table and the preservation / transfer lines."""
+    lines = ['| backbone | head trained on | IR mAP50 | IR person / car AP50 | RGB mAP50 |',
+             '|---|---|---|---|---|']
+    for name in backbones:
+        for trained_on in ('rgb', 'ir'):
+            sel = [r for r in rows if r['backbone'] == name and r['trained_on'] == trained_on]
+            if sel:
+                lines.append(
+                    f"| {name} | {trained_on} | {mean_sd([r['ir_map50'] for r in sel])} | "
+                    f"{mean_sd([r['ir_person_ap50'] for r in sel])} / "
+                    f"{mean_sd([r['ir_car_ap50'] for r in sel])} | "
+                    f"{mean_sd([r['rgb_map50'] for r in sel])} |")
+    by = {(r['backbone'], r['trained_on'], r['seed']): r for r in rows}
+    pairs = [(by[('teacher', 'rgb', s)], by[('univ', 'rgb', s)]) for (b, t, s) in by
+             if b == 'teacher' and t == 'rgb' and ('univ', 'rgb', s) in by]
+    if pairs:
+        kept = [100 * u['rgb_map50'] / t['rgb_map50'] for t, u in pairs]
+        gain = [u['ir_map50'] / max(t['ir_map50'], 1e-9) for t, u in pairs]
+        lines += ['', f'RGB kept: {mean_sd(kept)} % of teacher (RGB-trained heads, '
+                      f'{len(pairs)} seeds)',
+                  f'RGB->IR transfer, UNIV / teacher IR mAP50: {mean_sd(gain)} x']
+    return lines
+
+
 def main() -> int:
-    """Run every (backbone, head modality, seed) and print the table."""
+    """Run every (backbone, head modality, seed), resumably, and print the table."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('--univ', required=True, help='UNIV merged backbone (safetensors)')
+    parser.add_argument('--univ', default='univ',
+                        help="UNIV backbone: 'univ' (teacher + shipped adapter) or a merged file")
+    parser.add_argument('--trained-on', nargs='+', default=['rgb', 'ir'], choices=['rgb', 'ir'])
     parser.add_argument('--seeds', type=int, nargs='+', default=[0, 1, 2])
-    parser.add_argument('--holdout', type=int, default=8)
     parser.add_argument('--epochs', type=int, default=60)
     parser.add_argument('--out', type=Path, default=Path('runs/transfer'))
     args = parser.parse_args()
-    split = Split(str(data_home() / 'msrs_mini'), 'msrs_det', 'train', args.holdout, seed=0)
-    _, held = open_split(split)
+    backbones = {'teacher': 'default', 'univ': args.univ}
     rows = []
-    for backbone_name, backbone in (('teacher', 'default'), ('univ', args.univ)):
-        for trained_on in ('rgb', 'ir'):
+    for name, backbone in backbones.items():
+        for trained_on in args.trained_on:
             for seed in args.seeds:
-                out = args.out / f'{backbone_name}_{trained_on}_s{seed}'
-                start = time.perf_counter()
-                model = finetune(FinetuneConfig(task='det', modality=trained_on, data=split,
-                                                backbone=backbone, epochs=args.epochs, seed=seed,
-                                                out_dir=str(out)), quiet=True)
-                predictor = load_predictor(PredictorConfig(model=str(model)))
-                metrics, _ = evaluate('det', predictor, held, ['ir', 'rgb'])
-                rows.append({'backbone': backbone_name, 'trained_on': trained_on, 'seed': seed,
-                             'ir_map50': metrics['ir']['map50'], 'ir_map': metrics['ir']['map'],
-                             'rgb_map50': metrics['rgb']['map50'],
-                             'minutes': round((time.perf_counter() - start) / 60, 2)})
-                print(json.dumps(rows[-1]), flush=True)
+                row = {'backbone': name, **run_one(backbone, trained_on, seed, args.epochs,
+                                                   args.out / f'{name}_{trained_on}_s{seed}')}
+                rows.append(row)
+                print(json.dumps(row), flush=True)
                 write_json(args.out / 'summary.json', {  # after every run: a kill keeps the rest
-                    'held_out_pairs': len(held), 'epochs': args.epochs,
+                    'held_out_pairs': list(MSRS_TEST), 'epochs': args.epochs,
+                    'backbones': backbones, 'precision': 'fp32',
                     'map_from_score': PredictorConfig.eval_score_threshold, 'runs': rows})
-    print('| backbone | head trained on | IR mAP50 (mean ± sd over seeds) | RGB mAP50 |')
-    print('|---|---|---|---|')
-    for backbone_name in ('teacher', 'univ'):
-        for trained_on in ('rgb', 'ir'):
-            sel = [r for r in rows
-                   if r['backbone'] == backbone_name and r['trained_on'] == trained_on]
-            ir = [r['ir_map50'] for r in sel]
-            rgb = [r['rgb_map50'] for r in sel]
-            sd = statistics.stdev(ir) if len(ir) > 1 else 0.0
-            print(f'| {backbone_name} | {trained_on} | {statistics.mean(ir):.3f} ± {sd:.3f} | '
-                  f'{statistics.mean(rgb):.3f} |')
+    text = '\n'.join(table(rows, list(backbones)))
+    (args.out / 'table.md').write_text(text + '\n')
+    print(text)
     return 0
 
 

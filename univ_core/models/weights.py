@@ -282,7 +282,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    """``univ weights``: make sure the default teacher is cached and describe it."""
+    """``univ weights``: cache the default teacher and the merged UNIV backbone; describe them."""
     path = ensure_default_weights(force=args.force)
     if args.print_path:
         print(path)
@@ -292,4 +292,11 @@ def main(args: argparse.Namespace) -> int:
     print(f'sha256:     {record.get("safetensors_sha256")}')
     print(f'parameters: {record.get("num_params"):,}')
     print(f'arch:       {record.get("timm_arch")} (from {record.get("source")})')
+    from univ_core.models.univ_weights import UNIV_ADAPTER, ensure_merged
+
+    if UNIV_ADAPTER.is_file():  # the UNIV backbone: the teacher + the shipped LoRA adapter
+        print(f'univ:       {ensure_merged(UNIV_ADAPTER)} (merged with {UNIV_ADAPTER.name}, '
+              f'sha256 {file_sha256(UNIV_ADAPTER)[:16]})')
+    else:
+        print(f'univ:       no adapter at {UNIV_ADAPTER} (`univ export --format lora` writes one)')
     return 0
