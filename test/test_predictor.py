@@ -99,3 +99,21 @@ def test_homography_maps_thermal_boxes_and_allows_different_sizes(tmp_path) -> N
     assert np.all(out.detections.boxes[:, [0, 2]] <= 120 + 1e-3)
     with pytest.raises(ValueError, match='homography'):
         PredictorConfig(homography=[1.0, 0.0])
+
+
+def test_a_known_homography_maps_a_known_box() -> None:
+    """transform_boxes (what the Predictor applies to thermal boxes) against hand values."""
+    import torch
+
+    from univ_core.inference.geometry import as_homography, transform_boxes
+
+    box = torch.tensor([[10.0, 10.0, 20.0, 30.0]])
+    scale_shift = torch.tensor(as_homography([2, 0, 5, 0, 2, -3, 0, 0, 1]), dtype=torch.float32)
+    # x -> 2x + 5, y -> 2y - 3
+    np.testing.assert_allclose(transform_boxes(box, scale_shift)[0], [25, 17, 45, 57], atol=1e-5)
+    rotate = torch.tensor([[0.0, -1, 100], [1, 0, 0], [0, 0, 1]])  # (x, y) -> (100 - y, x)
+    # corners (10,10) (20,10) (10,30) (20,30) -> (90,10) (90,20) (70,10) (70,20): hull below
+    np.testing.assert_allclose(transform_boxes(box, rotate)[0], [70, 10, 90, 20], atol=1e-5)
+    projective = torch.tensor([[1.0, 0, 0], [0, 1, 0], [0.01, 0, 1]])  # x/(1+0.01x), y/(1+0.01x)
+    np.testing.assert_allclose(transform_boxes(box, projective)[0],
+                               [10 / 1.1, 10 / 1.2, 20 / 1.2, 30 / 1.1], atol=1e-4)
