@@ -35,7 +35,8 @@ def evaluate(task: str, predictor, data, modalities: list[str], overlays: int = 
     """Metrics per modality; also up to ``overlays`` (sample, modality, prediction) to draw.
 
     mAP is computed from the Predictor's scoring detections (down to its
-    ``eval_score_threshold``, COCO protocol); overlays show the deployment cut.
+    ``eval_score_threshold``, COCO protocol); overlays show the deployment cut, and detection
+    metrics add 'boxes_per_image' (at that cut) and 'objects_per_image' (labelled).
     """
     if class_names is None:  # a set with boxes and masks names its mask ids apart
         seg_names = getattr(data, 'seg_class_names', None)
@@ -43,6 +44,7 @@ def evaluate(task: str, predictor, data, modalities: list[str], overlays: int = 
     meters = {m: (DetectionMeter(class_names) if task == 'det'
                   else SegmentationMeter(class_names)) for m in modalities}
     shown = []
+    counts = {m: {'boxes': 0, 'objects': 0} for m in modalities}  # deployment cut vs truth
     for index in tqdm(range(len(data)), desc=f'eval {task}', unit='pair', leave=False):
         sample = data[index]
         modes = tuple(MODES[m] for m in modalities)
@@ -51,16 +53,22 @@ def evaluate(task: str, predictor, data, modalities: list[str], overlays: int = 
         for modality in modalities:
             pred = preds[MODES[modality]]
             if task == 'det':
-                det = pred.detections
+                det, truth = pred.detections, detection_truth(sample, modality)
                 meters[modality].update(
-                    [{'boxes': det.boxes, 'scores': det.scores, 'labels': det.class_ids}],
-                    [detection_truth(sample, modality)])
+                    [{'boxes': det.boxes, 'scores': det.scores, 'labels': det.class_ids}], [truth])
                 pred = replace(pred, detections=det.above(predictor.config.score_threshold))
+                counts[modality]['boxes'] += len(pred.detections.boxes)
+                counts[modality]['objects'] += len(truth['boxes'])
             else:
                 meters[modality].update(pred.mask, sample['mask'])
             if len(shown) < overlays:
                 shown.append((sample, modality, pred))
-    return {m: meter.compute() for m, meter in meters.items()}, shown
+    metrics = {m: meter.compute() for m, meter in meters.items()}
+    if task == 'det':  # what a deployed node publishes vs what is there, per image
+        for m in modalities:
+            metrics[m]['boxes_per_image'] = counts[m]['boxes'] / max(len(data), 1)
+            metrics[m]['objects_per_image'] = counts[m]['objects'] / max(len(data), 1)
+    return metrics, shown
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
