@@ -19,7 +19,6 @@ Teacher class names are mapped to the package's classes by the table in
 ``config/autolabel.yaml`` (:mod:`univ_core.autolabel.config`).
 """
 
-import hashlib
 import importlib
 import json
 from pathlib import Path
@@ -30,14 +29,7 @@ import numpy as np
 import torch
 from torchvision.ops import batched_nms
 
-
-def file_sha256(path: Path) -> str:
-    """Hex sha256 of a file (provenance)."""
-    digest = hashlib.sha256()
-    with open(path, 'rb') as f:
-        for block in iter(lambda: f.read(1 << 20), b''):
-            digest.update(block)
-    return digest.hexdigest()
+from univ_core.models.weights import file_sha256
 
 
 def _session(path: Path, threads: int):
