@@ -48,7 +48,8 @@ def test_real_boxes_win_over_the_teachers(labelled):
             real = data_dir / 'msrs_mini' / 'detection' / modality / 'train' / f'{name}.txt'
             got = out / 'msrs_mini' / 'labels' / modality / 'train' / f'{name}.txt'
             want, have = np.array(yolo_rows(real)), np.array(yolo_rows(got))
-            assert have.shape == want.shape and np.allclose(have, want, atol=1e-5), (name, modality)
+            assert have.shape == want.shape, (name, modality)
+            assert np.allclose(have, want, atol=1e-5), (name, modality)
 
 
 def test_unlabelled_pairs_get_yolo_boxes_and_masks_of_the_package_classes(labelled):
