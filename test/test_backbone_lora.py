@@ -43,7 +43,7 @@ def test_teacher_attention_is_patch_only_row_stochastic() -> None:
 
 def test_lora_targets_and_trainable_fraction_on_vit_small() -> None:
     student = add_lora(PatchEncoder(timm.create_model(TOY_ARCH, pretrained=False, num_classes=0)),
-                       LoraSettings())
+                       LoraSettings(), TOY_ARCH)
     names = [n for n, m in student.named_modules() if isinstance(m, LoraLayer)]
     leaves = {n.rsplit('.', 1)[-1] for n in names}
     assert leaves == {'qkv', 'proj', 'fc1', 'fc2'}
@@ -56,14 +56,14 @@ def test_lora_targets_and_trainable_fraction_on_vit_small() -> None:
 def test_lora_student_equals_teacher_at_init() -> None:
     torch.manual_seed(0)
     teacher = PatchEncoder(toy_backbone()).eval()
-    student = add_lora(copy.deepcopy(teacher), LoraSettings()).eval()
+    student = add_lora(copy.deepcopy(teacher), LoraSettings(), TOY_ARCH).eval()
     x = torch.randn(1, 3, 28, 28)
     assert torch.allclose(student(x), teacher(x), atol=1e-6)
 
 
 def test_merged_export_equals_unmerged_student_and_loads_strictly() -> None:
     torch.manual_seed(0)
-    student = add_lora(PatchEncoder(toy_backbone()), LoraSettings())
+    student = add_lora(PatchEncoder(toy_backbone()), LoraSettings(), TOY_ARCH)
     with torch.no_grad():  # make the adapters non-trivial (B starts at zero)
         for name, p in student.named_parameters():
             if 'lora_B' in name:

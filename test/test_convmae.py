@@ -231,3 +231,46 @@ def test_checkpoint_without_the_model_entry_or_file_is_refused(tmp_path) -> None
     load_convmae_checkpoint(tiny(), path, entry='student')
     with pytest.raises(FileNotFoundError, match='missing.pth'):
         load_convmae_checkpoint(tiny(), tmp_path / 'missing.pth')
+
+
+def test_lora_targets_patch_embed4_as_the_official_config_and_merges_exactly() -> None:
+    from peft.tuners.lora import LoraLayer
+
+    from univ_core.models.backbone import PatchEncoder, create_backbone
+    from univ_core.models.lora import LoraSettings, add_lora, merge_lora
+    from univ_core.train.pretrain import PretrainConfig
+
+    torch.manual_seed(0)
+    student = add_lora(PatchEncoder(create_backbone('convmae_base', 'none', **TINY)),
+                       LoraSettings(), 'convmae_base')
+    names = {n.removeprefix('base_model.model.backbone.') for n, m in student.named_modules()
+             if isinstance(m, LoraLayer)}
+    # configs/mcmae.yaml: qkv, proj, fc1, fc2 (also the conv stages' 1x1 MLPs and patch
+    # embedding convolutions, by suffix) and patch_embed4; its decoder targets are not here.
+    convs = {f'blocks{s}.0.mlp.fc{i}' for s in (1, 2) for i in (1, 2)}
+    blocks = {f'blocks.{b}.{m}' for b in (0, 1)
+              for m in ('attn.qkv', 'attn.proj', 'mlp.fc1', 'mlp.fc2')}
+    assert names == {'patch_embed1.proj', 'patch_embed2.proj', 'patch_embed3.proj',
+                     'patch_embed4'} | convs | blocks
+    with torch.no_grad():  # non-trivial adapters (B starts at zero)
+        for name, p in student.named_parameters():
+            if 'lora_B' in name:
+                p.normal_(0, 0.05)
+    student.eval()
+    merged = merge_lora(student).eval()
+    x = torch.randn(2, 3, 32, 48)
+    with torch.no_grad(), student.disable_adapter():
+        plain = student(x)
+    with torch.no_grad():
+        assert (merged(x) - student(x)).abs().max().item() < 1e-4
+        assert (merged(x) - plain).abs().max().item() > 1e-3  # the adapters did change it
+    tiny().load_state_dict(merged.backbone.state_dict(), strict=True)
+
+    source = [{'root': 'unused'}]
+    convmae = PretrainConfig(arch='convmae_base', sources=source)
+    assert convmae.lora.target_modules == ('qkv', 'proj', 'fc1', 'fc2', 'patch_embed4')
+    vit = PretrainConfig(arch='vit_small_patch14_dinov2', sources=source)
+    assert vit.lora.target_modules == ('qkv', 'proj', 'fc1', 'fc2')  # the shipped adapter's
+    mine = PretrainConfig(arch='convmae_base', sources=source, lora=LoraSettings(
+        target_modules=('qkv',)))
+    assert mine.lora.target_modules == ('qkv',)  # explicit targets are kept

@@ -1,6 +1,7 @@
-"""PCCL pre-training on toy models: a real kill + resume, and DDP LoRA sync across 2 processes."""
+"""PCCL pre-training on toy models: kill + resume, strict resume, DDP sync, clipping, config."""
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -15,6 +16,11 @@ import torch
 import yaml
 from safetensors.torch import load_file
 from toy import TOY, TOY_ARCH
+
+from univ_core.data.paired import LAYOUTS, find_pairs
+from univ_core.train.config import load_config
+from univ_core.train.grad_clip import clip_gradients
+from univ_core.train.pretrain import PretrainConfig, train
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -116,3 +122,100 @@ def test_ddp_keeps_lora_identical_across_two_cpu_ranks(toy_pairs: Path, tmp_path
     # The ranks trained on different shards (so equality above needs the all-reduce).
     rows = [json.loads(line) for line in (out / 'log.jsonl').read_text().splitlines()]
     assert [r['step'] for r in rows] == [1, 2, 3]
+
+
+def test_per_parameter_clipping_matches_a_hand_computation() -> None:
+    a, b, frozen = (torch.nn.Parameter(torch.zeros(n)) for n in (2, 2, 1))
+    a.grad, b.grad = torch.tensor([3.0, 4.0]), torch.tensor([0.6, 0.8])  # norms 5 and 1
+    clip_gradients([a, b, frozen], 2.0, 'param')
+    assert torch.allclose(a.grad, torch.tensor([3.0, 4.0]) * 2 / (5 + 1e-6))  # to norm 2
+    assert torch.equal(b.grad, torch.tensor([0.6, 0.8]))  # under the limit: untouched
+    assert frozen.grad is None
+    a.grad, b.grad = torch.tensor([3.0, 4.0]), torch.tensor([0.6, 0.8])
+    clip_gradients([a, b], 2.0, 'global')  # one factor from the norm of both: sqrt(26)
+    factor = 2 / (math.sqrt(26) + 1e-6)
+    assert torch.allclose(a.grad, torch.tensor([3.0, 4.0]) * factor)
+    assert torch.allclose(b.grad, torch.tensor([0.6, 0.8]) * factor)  # shrunk, unlike 'param'
+
+
+def test_clip_mode_is_validated(tmp_path: Path) -> None:
+    p = torch.nn.Parameter(torch.zeros(2))
+    p.grad = torch.ones(2)
+    with pytest.raises(ValueError, match="'norm'"):
+        clip_gradients([p], 1.0, 'norm')
+    assert torch.equal(p.grad, torch.ones(2))
+    config = write_config(tmp_path / 'c.yaml', tmp_path, tmp_path / 'out')
+    with pytest.raises(ValueError, match="clip_mode.*'per_param'"):
+        load_config(PretrainConfig, config, ['clip_mode=per_param'])
+
+
+@pytest.fixture(scope='module')
+def two_step_run(toy_pairs: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """last.pt of a 2-step toy run (in this process: fast)."""
+    out = tmp_path_factory.mktemp('two_steps')
+    train(load_config(PretrainConfig, write_config(out / 'c.yaml', toy_pairs, out / 'run',
+                                                   max_steps=2)))
+    return out / 'run' / 'last.pt'
+
+
+def _resume(toy_pairs: Path, tmp_path: Path, state: dict) -> Path:
+    """Resume a run whose last.pt is ``state`` (already at max_steps: nothing more trains)."""
+    (tmp_path / 'run').mkdir()
+    torch.save(state, tmp_path / 'run' / 'last.pt')
+    train(load_config(PretrainConfig, write_config(tmp_path / 'c.yaml', toy_pairs,
+                                                   tmp_path / 'run', max_steps=2)), resume=True)
+    return tmp_path / 'run' / 'last.pt'
+
+
+EXTRA = 'base_model.model.backbone.blocks.7.attn.qkv.lora_A.default.weight'
+
+
+@pytest.mark.parametrize('damage', ['missing', 'extra', 'shape'])
+def test_resume_refuses_lora_that_does_not_fit(two_step_run: Path, toy_pairs: Path,
+                                               tmp_path: Path, damage: str) -> None:
+    state = torch.load(two_step_run, weights_only=True)
+    lora = state['lora']
+    key = sorted(lora)[0] if damage != 'extra' else EXTRA
+    if damage == 'missing':
+        del lora[key]
+    elif damage == 'extra':
+        lora[key] = torch.zeros(8, 32)
+    else:  # rank 4 instead of 8
+        lora[key] = lora[key][:4].clone()
+    with pytest.raises(ValueError, match='LoRA tensors') as error:
+        _resume(toy_pairs, tmp_path, state)
+    assert str(tmp_path / 'run' / 'last.pt') in str(error.value) and key in str(error.value)
+
+
+def test_resume_restores_lora_and_cpu_and_cuda_rng(two_step_run: Path, toy_pairs: Path,
+                                                   tmp_path: Path, monkeypatch) -> None:
+    state = torch.load(two_step_run, weights_only=True)
+    state['cuda_rng'] = [torch.arange(16, dtype=torch.uint8)]  # as if saved on one GPU
+    restored = []
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: True)
+    monkeypatch.setattr(torch.cuda, 'set_rng_state_all', restored.append)
+    torch.manual_seed(123)
+    _resume(toy_pairs, tmp_path, state)
+    assert len(restored) == 1 and torch.equal(restored[0][0], state['cuda_rng'][0])
+    assert torch.equal(torch.get_rng_state(), state['rng'])
+    merged = load_file(str(tmp_path / 'run' / 'univ_backbone.safetensors'))
+    assert not any('lora' in k for k in merged)
+
+
+OFFICIAL_MVIP = ['FLIR-ALIGN', 'KAIST_MMSEG', 'LasHeR0428_rename', 'LLVIP', 'VisDrone']
+
+
+def test_paper_config_lists_the_official_mvip_sources_in_known_layouts(tmp_path: Path) -> None:
+    cfg = load_config(PretrainConfig, REPO / 'config' / 'pretrain_paper.yaml')
+    assert [Path(s.root).name for s in cfg.sources] == OFFICIAL_MVIP  # UNIV datasets/datasets.py
+    assert all(s.layout in LAYOUTS for s in cfg.sources)
+    assert 'patch_embed4' in cfg.lora.target_modules
+    assert (cfg.clip_mode, cfg.clip_grad, cfg.epochs, cfg.batch_size) == ('param', 3.0, 400, 32)
+    for source in cfg.sources:  # each reads an MVIP folder (training split) as the official code
+        root = tmp_path / Path(source.root).name
+        for sub in ('vi_images/training', 'images/training', 'images/validation'):
+            (root / sub).mkdir(parents=True)
+        cv2.imwrite(str(root / 'vi_images/training/x.png'), np.zeros((4, 4, 3), np.uint8))
+        cv2.imwrite(str(root / 'images/training/x.png'), np.zeros((4, 4), np.uint8))
+        cv2.imwrite(str(root / 'images/validation/y.png'), np.zeros((4, 4), np.uint8))
+        assert [p.name for p in find_pairs(root, source.layout, source.split)] == ['x']

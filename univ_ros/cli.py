@@ -11,7 +11,7 @@ import sys
 
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    'weights': ('univ_core.models.weights', 'convert/cache the embedded default teacher weights'),
+    'weights': ('univ_core.models.weights', 'cache the default teacher; convert a UNIV release'),
     'pretrain': ('univ_core.train.pretrain', 'PCCL pre-training with LoRA (dual-knowledge)'),
     'eval-alignment': ('univ_core.eval.alignment', 'label-free IR->RGB patch alignment metrics'),
     'finetune': ('univ_core.train.finetune', 'train a segmentation or detection head'),

@@ -10,11 +10,11 @@ from pathlib import Path
 import torch
 from safetensors import safe_open
 
-from univ_core.models.lora import merge_lora
+from univ_core.models.lora import load_lora_strict, lora_state, merge_lora
 from univ_core.models.weights import file_sha256, load_state_dict_file
 from univ_core.train.checkpoint import load_state, save_safetensors, write_json
 from univ_core.train.config import from_dict, to_dict
-from univ_core.train.pretrain import PretrainConfig, build_models, load_lora_strict, lora_state
+from univ_core.train.pretrain import PretrainConfig, build_models
 
 
 def _run_student(run_dir: Path, snapshot: Path | None = None):

@@ -29,7 +29,8 @@ def create_backbone(
             'univ' (the same merged with the shipped PCCL LoRA adapter, cached), 'hub' (timm's
             pretrained weights for ``arch``; needs the hub), 'none' (random init), or a path to a
             safetensors / torch checkpoint holding a timm state dict for ``arch`` (a UNIV merged
-            export, ConvMAE's ``{'model': ...}`` or a UNIV release ``{'student': ...}``).
+            export, ConvMAE's ``{'model': ...}``, or a UNIV release converted by
+            ``univ weights --release``).
         **overrides: extra ``timm.create_model`` arguments (tests use tiny depth/width).
 
     Returns:

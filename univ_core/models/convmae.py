@@ -289,6 +289,13 @@ def _check_pos_embed(table: torch.Tensor, path: Path) -> None:
                          'table this model recomputes (a learned table is unsupported)')
 
 
+def checked_convmae_state(state: dict[str, torch.Tensor], where: Path) -> dict[str, torch.Tensor]:
+    """:func:`convert_convmae_checkpoint` after refusing a ``pos_embed`` this model cannot use."""
+    if 'pos_embed' in state:
+        _check_pos_embed(state['pos_embed'], where)
+    return convert_convmae_checkpoint(state)
+
+
 def load_convmae_checkpoint(
     model: ConvMAE, path: str | Path, entry: str = CHECKPOINT_ENTRY
 ) -> None:
@@ -306,11 +313,9 @@ def load_convmae_checkpoint(
         ValueError: not a ConvMAE encoder matching ``model``; names the file and the keys.
     """
     path = Path(path)
-    state = _read_state_dict(path, entry)
-    if 'pos_embed' in state:
-        _check_pos_embed(state['pos_embed'], path)
+    state = checked_convmae_state(_read_state_dict(path, entry), path)
     try:
-        missing, unexpected = model.load_state_dict(convert_convmae_checkpoint(state), False)
+        missing, unexpected = model.load_state_dict(state, False)
     except RuntimeError as error:  # shape mismatches
         raise ValueError(f'{path}: not a ConvMAE encoder of this size: {error}') from error
     if missing or unexpected:

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 from safetensors import safe_open
 
-from univ_core.models.lora import LoraSettings, add_lora, merge_lora
+from univ_core.models.lora import LoraSettings, add_lora, load_lora_strict, merge_lora
 from univ_core.models.weights import (
     DEFAULT_ARCH,
     cache_dir,
@@ -29,6 +29,7 @@ LORA_META = 'univ_lora'  # safetensors metadata key: JSON {arch, lora settings, 
 def save_lora(path: Path, lora: dict[str, torch.Tensor], arch: str, settings: LoraSettings,
               extra: dict | None = None) -> Path:
     """Atomically write LoRA tensors as fp16 safetensors with their settings in the metadata."""
+    settings = settings.for_arch(arch)
     meta = {'arch': arch, 'lora': {'r': settings.r, 'alpha': settings.alpha,
                                    'dropout': settings.dropout,
                                    'target_modules': list(settings.target_modules)},
@@ -58,11 +59,10 @@ def merge_lora_tensors(lora: dict[str, torch.Tensor], arch: str,
     ``univ pretrain`` saves them).
     """
     from univ_core.models.backbone import PatchEncoder, create_backbone
-    from univ_core.train.pretrain import load_lora_strict
 
     if arch.split('.')[0] != DEFAULT_ARCH:
         raise ValueError(f'LoRA adapters merge into the embedded {DEFAULT_ARCH}, got {arch!r}')
-    student = add_lora(PatchEncoder(create_backbone(arch, 'default')), settings)
+    student = add_lora(PatchEncoder(create_backbone(arch, 'default')), settings, arch)
     load_lora_strict(student, lora, 'LoRA adapter')
     return merge_lora(student.eval()).backbone.state_dict()
 

@@ -95,13 +95,8 @@ def _named_backbone_arrays(onnx_path: Path) -> dict[str, np.ndarray]:
 
 def _consuming_bias(nodes: list, inits: dict, weight: str, onnx_path: Path) -> str:
     """The bias initializer of the single ``Add`` consuming a ``MatMul`` output."""
-    biases = [
-        n
-        for node in nodes
-        if node.op_type == 'Add'
-        for n in node.input
-        if n in inits and n.endswith('.bias')
-    ]
+    biases = [n for node in nodes if node.op_type == 'Add'
+              for n in node.input if n in inits and n.endswith('.bias')]
     if len(biases) != 1:
         raise ValueError(
             f'{onnx_path}: MatMul weight {weight} feeds {len(biases)} bias Adds, not 1'
@@ -277,12 +272,19 @@ def load_state_dict_file(path: Path) -> dict[str, torch.Tensor]:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``univ weights``."""
+    from univ_core.models.univ_release import add_release_arguments  # it imports this module
+
     parser.add_argument('--force', action='store_true', help='convert again even if cached')
     parser.add_argument('--print-path', action='store_true', help='print only the weights path')
+    add_release_arguments(parser)
 
 
 def main(args: argparse.Namespace) -> int:
-    """``univ weights``: cache the default teacher and the merged UNIV backbone; describe them."""
+    """``univ weights``: cache and describe the teacher + UNIV backbone, or convert a release."""
+    if (args.release, args.arch, args.out) != (None, None, None):
+        from univ_core.models.univ_release import release_main
+
+        return release_main(args)
     path = ensure_default_weights(force=args.force)
     if args.print_path:
         print(path)

@@ -23,9 +23,17 @@ from univ_core.data.paired import PairedRgbtDataset, find_pairs, split_holdout
 from univ_core.data.transforms import as_hw
 from univ_core.losses.pccl import PCCLLoss
 from univ_core.models.backbone import PatchEncoder, create_backbone
-from univ_core.models.lora import LoraSettings, add_lora, merge_lora, trainable_fraction
+from univ_core.models.lora import (
+    LoraSettings,
+    add_lora,
+    load_lora_strict,
+    lora_state,
+    merge_lora,
+    trainable_fraction,
+)
 from univ_core.train.checkpoint import load_state, save_safetensors, save_state, write_json
 from univ_core.train.config import load_config, to_dict
+from univ_core.train.grad_clip import CLIP_MODES, clip_gradients
 from univ_core.train.pccl_task import pccl_losses
 from univ_core.train.schedules import cosine_schedule
 
@@ -83,10 +91,11 @@ class PretrainConfig:
             raise ValueError('pretrain config: `sources` is empty; list at least one data folder')
         if self.batch_size < 1 or self.epochs < 1 or not 0 <= self.warmup_epochs <= self.epochs:
             raise ValueError('pretrain config: need batch_size >= 1, 0 <= warmup_epochs <= epochs')
-        if self.clip_mode not in ('param', 'global'):
-            raise ValueError(f"pretrain config: clip_mode must be 'param' or 'global', got "
+        if self.clip_mode not in CLIP_MODES:
+            raise ValueError(f'pretrain config: clip_mode must be one of {CLIP_MODES}, got '
                              f'{self.clip_mode!r}')
         self.img_size = as_hw(self.img_size)
+        self.lora = self.lora.for_arch(self.arch)  # explicit targets in checkpoints and logs
         if not 0 < self.gamma < 1:
             raise ValueError(f'pretrain config: gamma must be in (0, 1), got {self.gamma}')
 
@@ -119,13 +128,9 @@ def build_models(cfg: PretrainConfig, device: torch.device):
     # Frozen once here: the teacher only provides targets and labels, it is never updated.
     teacher.requires_grad_(False)
     # The student starts as an exact copy of the teacher (same weights, same random init).
-    student = add_lora(copy.deepcopy(teacher).train().requires_grad_(True), cfg.lora).to(device)
+    student = add_lora(copy.deepcopy(teacher).train().requires_grad_(True), cfg.lora,
+                       cfg.arch).to(device)
     return teacher, student
-
-
-def lora_state(student: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """The trainable (LoRA) tensors of the student, by name."""
-    return {n: p.detach() for n, p in student.named_parameters() if p.requires_grad}
 
 
 def setup_distributed(device: str) -> tuple[int, int, torch.device]:
@@ -163,16 +168,6 @@ class _EpochView(torch.utils.data.Dataset):
         return self.dataset.sample(index, epoch=self.epoch)
 
 
-def clip_gradients(params: list[torch.nn.Parameter], max_norm: float, mode: str) -> None:
-    """Clip gradients in place: per parameter (official UNIV / DINO) or by one global norm."""
-    if mode == 'global':
-        torch.nn.utils.clip_grad_norm_(params, max_norm)
-        return
-    for p in params:  # each gradient scaled by min(1, max_norm / (its norm + 1e-6))
-        if p.grad is not None:
-            torch.nn.utils.clip_grad_norm_(p, max_norm)
-
-
 def save_checkpoint(out: Path, step: int, student, optimizer, scaler, cfg) -> None:
     """Atomic resumable state: LoRA tensors, optimiser, scaler and RNG (CPU and CUDA)."""
     save_state(out / 'last.pt', {
@@ -181,16 +176,6 @@ def save_checkpoint(out: Path, step: int, student, optimizer, scaler, cfg) -> No
         'rng': torch.get_rng_state(), 'config': to_dict(cfg),
         'cuda_rng': torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
     })
-
-
-def load_lora_strict(student: torch.nn.Module, lora: dict[str, torch.Tensor], where: str) -> None:
-    """Load LoRA tensors; every LoRA parameter of ``student`` must be there, nothing else."""
-    expected = set(lora_state(student))
-    missing, unexpected = sorted(expected - set(lora)), sorted(set(lora) - expected)
-    if missing or unexpected:
-        raise ValueError(f'{where}: LoRA tensors do not fit this student (missing {missing[:3]}, '
-                         f'unexpected {unexpected[:3]}): another arch or LoRA setting?')
-    student.load_state_dict(lora, strict=False)  # strict over LoRA keys, checked above
 
 
 def export_merged(out: Path, student, cfg: PretrainConfig, step: int) -> Path:
