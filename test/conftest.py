@@ -1,4 +1,4 @@
-"""Shared fixtures: an isolated ROS 2 graph per test session, and the real data folder."""
+"""Shared fixtures: an isolated ROS 2 graph per test session, the real data folder, Ray."""
 
 import os
 import random
@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+TEST_DIR = Path(__file__).resolve().parent
+REPO = TEST_DIR.parent
 PROFILE = REPO / 'config' / 'fastdds_large_images.xml'
 
 
@@ -47,3 +48,42 @@ def toy_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from toy import write_toy_model
 
     return write_toy_model(tmp_path_factory.mktemp('model') / 'toy.safetensors')
+
+
+def ray_processes() -> list:
+    """Live Ray processes started from this one (zombies are dead already)."""
+    import psutil
+
+    found = []
+    for proc in psutil.Process().children(recursive=True):
+        try:
+            if proc.status() != psutil.STATUS_ZOMBIE and 'ray' in ' '.join(proc.cmdline()):
+                found.append(proc)
+        except psutil.Error:
+            continue  # gone meanwhile
+    return found
+
+
+@pytest.fixture(scope='module')
+def ray_runtime():
+    """One local Ray runtime (2 CPUs) for the module; no Ray process may outlive it."""
+    import psutil
+    import ray
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv('RAY_DISABLE_USAGE_STATS', '1')
+        # Ray kills workers when the NODE's memory is > 95% used, whoever uses it; on a shared
+        # CI machine that is often someone else's training job, so the check is off here.
+        patch.setenv('RAY_memory_monitor_refresh_ms', '0')
+        # Workers unpickle fleet_oracle's predictors: they need test/ on their path.
+        patch.setenv('PYTHONPATH', os.pathsep.join(filter(None, [
+            str(TEST_DIR), os.environ.get('PYTHONPATH')])))
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+                 logging_level='WARNING')
+        try:
+            yield
+        finally:
+            procs = ray_processes()
+            ray.shutdown()
+            _, alive = psutil.wait_procs(procs, timeout=30)
+            assert not alive, f'Ray processes left behind: {alive}'

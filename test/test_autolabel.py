@@ -32,7 +32,8 @@ def labelled(data_dir, tmp_path_factory):
             (road / sub).mkdir(parents=True, exist_ok=True)
             shutil.copy(data_dir / 'roadscene' / sub / f'{name}.jpg', road / sub)
     out = base / 'labels'
-    assert cli.main(['autolabel', str(msrs), str(road), '--out', str(out), '--quiet']) == 0
+    argv = ['autolabel', str(msrs), str(road), '--out', str(out), '--workers', '1', '--quiet']
+    assert cli.main(argv) == 0  # two inputs: a fleet run, here in this process
     return data_dir, out
 
 

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import psutil
 import pytest
-import ray
 from fleet_oracle import JitteredTruth
 from rosbags.rosbag2 import Reader
 from toy import write_toy_model
@@ -33,7 +32,6 @@ from univ_ros.replay.samples import SampleSource, open_samples
 
 SIZES = (2, 3, 2)  # pairs per bag: msrs_mini pairs 0-1, 2-4, 5-6
 PAIRS = sum(SIZES)
-TEST_DIR = Path(__file__).resolve().parent
 
 
 class _Slice:
@@ -54,40 +52,6 @@ def write_pairs(source: SampleSource, start: int, size: int, out: Path) -> Path:
                         source.det_classes, source.seg_classes, source.source)
     write_bag(part, out, BagConfig(), progress=False)
     return out
-
-
-def ray_processes() -> list[psutil.Process]:
-    """Live Ray processes started from this one (zombies are dead already)."""
-    found = []
-    for proc in psutil.Process().children(recursive=True):
-        try:
-            if proc.status() != psutil.STATUS_ZOMBIE and 'ray' in ' '.join(proc.cmdline()):
-                found.append(proc)
-        except psutil.Error:
-            continue  # gone meanwhile
-    return found
-
-
-@pytest.fixture(scope='module')
-def ray_runtime():
-    """One local Ray runtime (2 CPUs) for the module; no Ray process may outlive it."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv('RAY_DISABLE_USAGE_STATS', '1')
-        # Ray kills workers when the NODE's memory is > 95% used, whoever uses it; on a shared
-        # CI machine that is often someone else's training job, so the check is off here.
-        patch.setenv('RAY_memory_monitor_refresh_ms', '0')
-        # Workers unpickle fleet_oracle's predictors: they need test/ on their path.
-        patch.setenv('PYTHONPATH', os.pathsep.join(filter(None, [
-            str(TEST_DIR), os.environ.get('PYTHONPATH')])))
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
-                 logging_level='WARNING')
-        try:
-            yield
-        finally:
-            procs = ray_processes()
-            ray.shutdown()
-            _, alive = psutil.wait_procs(procs, timeout=30)
-            assert not alive, f'Ray processes left behind: {alive}'
 
 
 @pytest.fixture(scope='module')

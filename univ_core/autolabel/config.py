@@ -7,6 +7,7 @@ import numpy as np
 import yaml
 
 from univ_core.data.home import REPO, data_home
+from univ_core.models.weights import file_sha256
 
 IGNORE = 255  # mask value of pixels without a label
 
@@ -55,6 +56,11 @@ class AutolabelConfig:
             return None
         return (Path(self.segmenter) if self.segmenter
                 else models_home() / 'espnet_cityscapes.onnx')
+
+    def teacher_sha256(self) -> list[str]:
+        """sha256 of the teacher files in use (detector first): labels of other teachers differ."""
+        paths = [p for p in (self.detector_path(), self.segmenter_path()) if p is not None]
+        return [file_sha256(p) for p in paths]
 
 
 @dataclass

@@ -1,8 +1,10 @@
 """Writes one input's labels (YOLO txt, PNG masks), its provenance JSON and its pictures.
 
-Everything goes to ``<out>.partial`` first and is renamed to ``<out>`` when the input is done:
-an interrupted run leaves no half-labelled folder that looks complete, and an existing ``out``
-is only replaced with ``force``.
+Everything goes to ``.<out name>.partial.tmp`` beside ``out`` first (a bag's decoded images
+too) and is renamed to ``out`` when the input is done: an interrupted run leaves no
+half-labelled folder that looks complete, and an existing ``out`` is only replaced with
+``force``. The staging name follows the fleet protocol (:mod:`univ_core.fleet.job`), so a fleet
+run sweeps what a killed worker left.
 """
 
 import shutil
@@ -55,9 +57,9 @@ class LabelWriter:
         self.out, self.labeller = Path(out), labeller
         if self.out.exists() and not force:
             raise ValueError(f'{self.out} exists; pass --force to replace it')
-        self.staging = self.out.with_name(self.out.name + '.partial')
+        self.staging = self.out.with_name(f'.{self.out.name}.partial.tmp')
+        # Made by the first file written into it: an input that fails to open leaves nothing.
         shutil.rmtree(self.staging, ignore_errors=True)
-        self.staging.mkdir(parents=True)
         self.table, self.config = labeller.table, labeller.config
         self.pairs: list[dict] = []
         self.counts = {m: Counter() for m in MODALITY_DIRS}
@@ -93,11 +95,22 @@ class LabelWriter:
                 raise OSError(f'cannot write {path}')
             ids = np.where(labels.mask == IGNORE, len(self.pixels) - 1, labels.mask)
             self.pixels += np.bincount(ids.reshape(-1), minlength=len(self.pixels))
-        self.pairs.append({'name': name, 'rgb': str(item.pair.rgb), 'ir': str(item.pair.ir),
+        self.pairs.append({'name': name, 'rgb': self._final(item.pair.rgb),
+                           'ir': self._final(item.pair.ir),
                            'boxes_from': labels.boxes_from, 'night': labels.night,
                            'mask': labels.mask is not None})
         if len(self.shown) < self.config.overlays and len(self.pairs) % 7 == 1:
             self.shown.append((name, rgb, thermal, labels))
+
+    def _final(self, path: Path) -> str:
+        """Where ``path`` will be once the folder is in place (a bag's images are staged)."""
+        path = Path(path)
+        return str(self.out / path.relative_to(self.staging)
+                   if path.is_relative_to(self.staging) else path)
+
+    def discard(self) -> None:
+        """Drop the staged files of an input that failed: they are no result."""
+        shutil.rmtree(self.staging, ignore_errors=True)
 
     def _score_teacher(self, teacher: dict, rb, rl, ib, il) -> None:
         """Teacher boxes (before the cut) against the real ones: how good the labels are."""

@@ -10,9 +10,16 @@ thresholds, class table, counts, and — where the input has real labels — the
 AP50 against them), ``summary.png`` (label counts) and ``overlays/``. Real labels (MSRS
 detection txt, LLVIP xml) replace the teacher's boxes of their pair. ``univ finetune
 data.format=autolabel data.root=OUT`` trains on the result.
+
+Several inputs, a folder of inputs, a quoted glob or any fleet option (``--workers``,
+``--address``) run a fleet job (:mod:`univ_core.autolabel.fleet`): every input labelled as
+above into the same ``OUT/<input name>/``, on Ray workers, resumable, with one
+``OUT/summary.json`` / ``summary.md`` over all inputs.
 """
 
 import argparse
+import re
+import sys
 import time
 from pathlib import Path
 
@@ -21,9 +28,12 @@ from tqdm import tqdm
 from univ_core.autolabel.config import AutolabelConfig, ClassTable
 from univ_core.autolabel.labeller import Labeller
 from univ_core.autolabel.output import LabelWriter, input_tag
-from univ_core.autolabel.sources import open_input
+from univ_core.autolabel.sources import is_input, open_input
 from univ_core.autolabel.teachers import load_teacher
+from univ_core.fleet.cli import EXIT_CODES_HELP, add_fleet_arguments, fleet_config, is_fleet
 from univ_core.train.config import load_config
+
+OVERRIDE = re.compile(r'[A-Za-z_][\w.]*=.*')  # a config key=value word; an input is a path
 
 
 def load_labeller(config: AutolabelConfig) -> Labeller:
@@ -45,37 +55,87 @@ def autolabel_input(source: str, out: Path, labeller: Labeller, layout: str = 'a
     Returns:
         The input's provenance summary (also written to ``out/provenance.json``).
     """
-    pairs = open_input(source, layout, split, out)
     writer = LabelWriter(out, labeller, force=force)
     start = time.perf_counter()
-    for item in tqdm(pairs, desc=f'autolabel {input_tag(source)}', unit='pair',
-                     disable=not progress):
-        writer.add(item)
+    try:
+        # A bag's pairs are decoded into the staging folder, so they move into ``out`` with it.
+        pairs = open_input(source, layout, split, writer.staging, progress=progress)
+        for item in tqdm(pairs, desc=f'autolabel {input_tag(source)}', unit='pair',
+                         disable=not progress):
+            writer.add(item)
+    except BaseException:
+        writer.discard()
+        raise
     return writer.finish(source, time.perf_counter() - start)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """CLI flags of ``univ autolabel``."""
-    parser.add_argument('inputs', nargs='+', help='dataset folders (native layouts) or bags')
+    parser.epilog = EXIT_CODES_HELP + ' One input alone: 1 also when it is damaged.'
+    parser.add_argument('inputs', nargs='+',
+                        help='dataset folders (native layouts) or bags; several, folders of '
+                             "them or quoted globs ('runs/*/') run a fleet job")
     parser.add_argument('--out', type=Path, required=True, help='output folder')
     parser.add_argument('--layout', default='auto', help='layout of the folders (paired.py)')
     parser.add_argument('--split', default=None, help="e.g. 'train' where the layout has splits")
     parser.add_argument('--config', type=Path, help='YAML (AutolabelConfig fields)')
-    parser.add_argument('--force', action='store_true', help='replace existing outputs')
+    parser.add_argument('--force', action='store_true',
+                        help='replace existing outputs (fleet: redo every input)')
     parser.add_argument('--quiet', action='store_true', help='no progress bars')
     parser.add_argument('overrides', nargs='*', help='key=value, e.g. box_threshold=0.4')
+    add_fleet_arguments(parser)
+
+
+def split_overrides(args: argparse.Namespace) -> None:
+    """Move the ``key=value`` words argparse put in ``inputs`` to ``overrides``.
+
+    Both are positional, so argparse gives every word to ``inputs``; a key=value word would be
+    taken for an input (and turn one input into a fleet run).
+
+    Raises:
+        ValueError: no input is left.
+    """
+    words = [*args.inputs, *args.overrides]
+    args.inputs = [w for w in words if not OVERRIDE.fullmatch(w)]
+    args.overrides = [w for w in words if OVERRIDE.fullmatch(w)]
+    if not args.inputs:
+        raise ValueError('no input given (dataset folders or bags)')
+
+
+def run_fleet_autolabel(args: argparse.Namespace, config: AutolabelConfig) -> int:
+    """Every input labelled on Ray workers (or here), one summary; returns the exit code."""
+    from univ_core.autolabel.fleet import SUMMARY, AutolabelJob
+    from univ_core.fleet.report import first_line
+    from univ_core.fleet.runner import run_fleet
+
+    fleet = fleet_config(args, args.out, args.force, not args.quiet)
+    outcome = run_fleet(AutolabelJob(config, args.layout, args.split), args.inputs, fleet)
+    report = outcome.report
+    inputs, totals = report['inputs'], report['totals']
+    for error in report['errors']:
+        print(f"univ autolabel: {error['status']}: {first_line(error['error'])}",
+              file=sys.stderr)
+    boxes = {m: sum(n.values()) for m, n in totals['boxes'].items()}
+    print(f"fleet autolabel of {inputs['total']} inputs: {outcome.status} ({inputs['ok']} ok, "
+          f"{inputs['error']} failed; {inputs['ran']} run now, {inputs['reused']} done before): "
+          f"{totals['pairs']} pairs ({totals['night_pairs']} night), {boxes['rgb']} RGB / "
+          f"{boxes['thermal']} thermal boxes\n  summary: {args.out / (SUMMARY + '.md')}\n"
+          f"  per input: {args.out}/<input>/")
+    return outcome.exit_code
 
 
 def main(args: argparse.Namespace) -> int:
     """Entry point of ``univ autolabel``."""
+    split_overrides(args)
     config = load_config(AutolabelConfig, args.config, args.overrides)
-    labeller = load_labeller(config)
-    for source in args.inputs:
-        out = args.out / input_tag(source)
-        summary = autolabel_input(source, out, labeller, args.layout, args.split, args.force,
-                                  not args.quiet)
-        counts = summary['counts']
-        print(f"autolabel: {source}: {summary['pairs']} pairs ({summary['night_pairs']} night), "
-              f"{sum(counts['rgb'].values())} RGB / {sum(counts['thermal'].values())} thermal "
-              f"boxes -> {out}")
+    if is_fleet(args, is_input):
+        return run_fleet_autolabel(args, config)
+    (source,) = args.inputs
+    out = args.out / input_tag(source)
+    summary = autolabel_input(source, out, load_labeller(config), args.layout, args.split,
+                              args.force, not args.quiet)
+    counts = summary['counts']
+    print(f"autolabel: {source}: {summary['pairs']} pairs ({summary['night_pairs']} night), "
+          f"{sum(counts['rgb'].values())} RGB / {sum(counts['thermal'].values())} thermal "
+          f"boxes -> {out}")
     return 0

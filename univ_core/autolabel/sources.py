@@ -24,6 +24,7 @@ from univ_core.data.labelled import (
     read_yolo_boxes,
 )
 from univ_core.data.paired import PairPaths, detect_layout, find_pairs, load_pair
+from univ_core.fleet.inputs import is_bag
 
 
 @dataclass
@@ -79,7 +80,7 @@ def folder_pairs(root: Path, layout: str = 'auto', split: str | None = None,
     return [InputPair(p, _real_labels(p, layout, root) if real_labels else None) for p in pairs]
 
 
-def bag_pairs(bag: Path, images: Path) -> list[InputPair]:
+def bag_pairs(bag: Path, images: Path, progress: bool = True) -> list[InputPair]:
     """A bag's synchronised pairs, written to ``images/{vi,ir}/<rgb stamp ns>.png``."""
     try:
         from univ_ros.replay.bag_pairs import iter_bag_pairs
@@ -90,7 +91,7 @@ def bag_pairs(bag: Path, images: Path) -> list[InputPair]:
     (images / 'ir').mkdir(parents=True, exist_ok=True)
     out = []
     for name, rgb, thermal in tqdm(iter_bag_pairs(bag), desc=f'pairs of {bag.name}',
-                                   unit='pair', leave=False):
+                                   unit='pair', leave=False, disable=not progress):
         paths = images / 'vi' / f'{name}.png', images / 'ir' / f'{name}.png'
         if thermal.dtype == np.float32:  # PNG holds no floats: keep the node's [0, 1] view
             from univ_core.data.transforms import thermal_to_unit
@@ -105,19 +106,23 @@ def bag_pairs(bag: Path, images: Path) -> list[InputPair]:
     return out
 
 
-def is_bag(path: str | Path) -> bool:
-    """A rosbag2 folder (metadata.yaml) or a bare .mcap / .db3 file."""
-    path = Path(path)
-    return (path.is_dir() and (path / 'metadata.yaml').is_file()) or (
-        path.is_file() and path.suffix in ('.mcap', '.db3'))
+def is_input(path: Path) -> bool:
+    """One autolabel input: a bag, or a folder in a native layout (``detect_layout`` knows it)."""
+    if is_bag(path):
+        return True
+    try:
+        detect_layout(path)
+    except (FileNotFoundError, ValueError):  # not a folder, or no layout's folders in it
+        return False
+    return True
 
 
 def open_input(source: str | Path, layout: str, split: str | None, staging: Path,
-               real_labels: bool = True) -> list[InputPair]:
+               real_labels: bool = True, progress: bool = True) -> list[InputPair]:
     """The pairs of one input: a bag (written under ``staging/images``) or a dataset folder."""
     source = Path(source)
     if not source.exists():
         raise FileNotFoundError(f'autolabel input {source} not found')
     if is_bag(source):
-        return bag_pairs(source, staging / 'images')
+        return bag_pairs(source, staging / 'images', progress)
     return folder_pairs(source, layout, split, real_labels)

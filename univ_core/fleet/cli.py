@@ -1,7 +1,10 @@
 """The command-line flags every fleet command shares (``univ replay``, ``univ autolabel``)."""
 
 import argparse
+from collections.abc import Callable
 from pathlib import Path
+
+from univ_core.fleet.inputs import GLOB_CHARS
 
 EXIT_CODES_HELP = ('exit codes: 0 every input done; 3 partial (some inputs failed or were '
                    'damaged: their error rows are in the report, the others are complete); 1 '
@@ -34,6 +37,20 @@ def add_fleet_arguments(parser: argparse.ArgumentParser, unit: str = 'input') ->
 def uses_fleet_options(args: argparse.Namespace) -> bool:
     """True when a fleet-only flag was given (a single input then runs as a fleet too)."""
     return args.workers is not None or args.address is not None
+
+
+def is_fleet(args: argparse.Namespace, is_input: Callable[[Path], bool]) -> bool:
+    """Whether ``args.inputs`` make a fleet run (else one input runs exactly as it always did).
+
+    Fleet: several inputs, a folder that is not one input itself (a folder of inputs), a glob,
+    or a fleet option.
+    """
+    if len(args.inputs) > 1 or uses_fleet_options(args):
+        return True
+    path = Path(args.inputs[0])
+    if not path.exists():
+        return bool(GLOB_CHARS.search(args.inputs[0]))
+    return path.is_dir() and not is_input(path)
 
 
 def fleet_config(args: argparse.Namespace, out: Path, force: bool, progress: bool,

@@ -57,11 +57,6 @@ def _key(*parts: object) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
-def _teacher_hashes(cfg: AutolabelConfig) -> list[str]:
-    paths = [p for p in (cfg.detector_path(), cfg.segmenter_path()) if p is not None]
-    return [file_sha256(p) for p in paths]
-
-
 def git_commit() -> str:
     """The repository's HEAD commit (+ '-dirty' with uncommitted changes), or 'unknown'."""
     try:
@@ -80,7 +75,7 @@ def autolabel_all(cfg: DefaultModelConfig, data: Path, quiet: bool) -> Path:
     from univ_core.data.paired import find_pairs
 
     listing = {name: [p.name for p in find_pairs(data / name)] for name in cfg.inputs}
-    key = _key(to_dict(cfg.autolabel), listing, _teacher_hashes(cfg.autolabel))
+    key = _key(to_dict(cfg.autolabel), listing, cfg.autolabel.teacher_sha256())
     out = Path(cfg.work_dir) / f'autolabel-{key}'
     if all((out / name / 'provenance.json').is_file() for name in cfg.inputs):
         return out

@@ -23,8 +23,9 @@ from univ_core.fleet.cli import (
     EXIT_CODES_HELP,
     add_fleet_arguments,
     fleet_config,
-    uses_fleet_options,
+    is_fleet,
 )
+from univ_core.fleet.inputs import is_bag
 from univ_ros.replay import topics as T
 from univ_ros.sync import DEFAULT_SLOP
 
@@ -100,22 +101,6 @@ def run_online(args: argparse.Namespace, params: dict) -> dict:
                           args.config, params, args.storage, args.overlays, not args.quiet,
                           args.node_timeout)
     return replay_online(args.bag, args.out, config, args.force)
-
-
-def is_fleet(args: argparse.Namespace) -> bool:
-    """Whether this is a fleet run (else one bag replays exactly as it always did).
-
-    Fleet: several inputs, a folder of bags (no metadata.yaml), a glob, or a fleet option.
-    """
-    from univ_core.fleet.inputs import GLOB_CHARS
-    from univ_ros.replay.fleet import is_bag
-
-    if len(args.inputs) > 1 or uses_fleet_options(args):
-        return True
-    path = Path(args.inputs[0])
-    if not path.exists():
-        return bool(GLOB_CHARS.search(args.inputs[0]))
-    return path.is_dir() and not is_bag(path)
 
 
 def run_fleet_replay(args: argparse.Namespace, params: dict) -> int:
@@ -200,7 +185,7 @@ def main(args: argparse.Namespace) -> int:
     if args.rate is not None and not args.rate > 0:
         raise ValueError(f'--rate must be > 0, got {args.rate}')
     params = settings(args)
-    if is_fleet(args):
+    if is_fleet(args, is_bag):
         if args.rate is not None:
             raise ValueError('online replay (--rate) takes one bag; fleet replays are offline')
         return run_fleet_replay(args, params)

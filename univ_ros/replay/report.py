@@ -5,10 +5,17 @@ JSON has no NaN: a score that does not exist (a class with no ground truth) is `
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
+from univ_core.fleet.report import (
+    error_lines,
+    errors,
+    execution,
+    fmt,
+    unit_counts,
+    worker_lines,
+)
 from univ_core.train.checkpoint import atomic_write, json_safe, write_json
 
 PERCENTILES = (50, 95, 99)
@@ -25,10 +32,6 @@ def latency_stats(seconds: Sequence[float]) -> dict:
     return stats
 
 
-def _fmt(value: Any, scale: float = 1.0, digits: int = 3) -> str:
-    return '–' if value is None else f'{value * scale:.{digits}f}'
-
-
 def _score_lines(scores: dict) -> list[str]:
     """Markdown tables of the detection and segmentation scores."""
     lines = []
@@ -36,18 +39,18 @@ def _score_lines(scores: dict) -> list[str]:
     if detection:
         lines += ['## Detection (COCO mAP)', '', '| mode | images | mAP | mAP50 | mAP75 |',
                   '|---|---|---|---|---|']
-        lines += [f"| {m} | {d['images']} | {_fmt(d['map'])} | {_fmt(d['map50'])} | "
-                  f"{_fmt(d['map75'])} |" for m, d in detection.items()]
+        lines += [f"| {m} | {d['images']} | {fmt(d['map'])} | {fmt(d['map50'])} | "
+                  f"{fmt(d['map75'])} |" for m, d in detection.items()]
         names = list(next(iter(detection.values()))['ap50'])
         lines += ['', '| AP50 per class | ' + ' | '.join(names) + ' |',
                   '|---|' + '---|' * len(names)]
-        lines += [f'| {m} | ' + ' | '.join(_fmt(d['ap50'][n]) for n in names) + ' |'
+        lines += [f'| {m} | ' + ' | '.join(fmt(d['ap50'][n]) for n in names) + ' |'
                   for m, d in detection.items()]
         lines.append('')
     segmentation = scores.get('segmentation') or {}
     if segmentation:
         lines += ['## Segmentation', '', '| mode | mIoU | pixel accuracy |', '|---|---|---|']
-        lines += [f"| {m} | {_fmt(s['miou'])} | {_fmt(s['pixel_accuracy'])} |"
+        lines += [f"| {m} | {fmt(s['miou'])} | {fmt(s['pixel_accuracy'])} |"
                   for m, s in segmentation.items()]
         lines.append('')
     if not detection and not segmentation and scores.get('truth_without_pair'):
@@ -68,14 +71,14 @@ def markdown(report: dict) -> str:
     lines += [f"- bag: `{report['bag']}`", f"- model: `{report['model'] or '(default model)'}`",
               f"- mode: {report['mode']}",
               f"- pairs: {pairs['synchronised']} synchronised, {pairs['processed']} processed, "
-              f"{pairs['dropped']} dropped (drop rate {_fmt(report['drop_rate'])}), "
+              f"{pairs['dropped']} dropped (drop rate {fmt(report['drop_rate'])}), "
               f"{pairs['sync_misses']} sync misses, {pairs['bad_inputs']} bad inputs",
               *[f'  - dropped, {why}: {n}'
                 for why, n in (pairs.get('dropped_by_reason') or {}).items()],
               *[f'- **warning**: {text}' for text in report.get('warnings', [])],
-              f"- latency ({report['latency_definition']}): p50 {_fmt(lat['p50'], digits=1)} ms,"
-              f" p95 {_fmt(lat['p95'], digits=1)} ms, p99 {_fmt(lat['p99'], digits=1)} ms",
-              f"- throughput: {_fmt(report['throughput_hz'], digits=2)} pairs/s"]
+              f"- latency ({report['latency_definition']}): p50 {fmt(lat['p50'], digits=1)} ms,"
+              f" p95 {fmt(lat['p95'], digits=1)} ms, p99 {fmt(lat['p99'], digits=1)} ms",
+              f"- throughput: {fmt(report['throughput_hz'], digits=2)} pairs/s"]
     if report.get('thresholds'):
         cut = report['thresholds']
         lines.append(f"- detection scores: mAP from every box >= {cut['map_from']} (COCO "
@@ -186,24 +189,14 @@ def fleet_numbers(rows: Sequence[dict], scores: dict, latencies_s: Sequence[floa
     now = sum(r['pairs']['processed'] for r in read if not r.get('reused'))
     return {
         'kind': 'fleet-offline', **header, 'status': summary['status'],
-        'partial': summary['status'] != 'complete', 'bags': summary['counts'] | {
-            'total': summary['inputs'], 'ran': summary['ran'], 'reused': summary['reused']},
+        'partial': summary['status'] != 'complete', 'bags': unit_counts(summary),
         'images': {m: sum(r['images'][m] for r in read) for m in ('rgb', 'thermal')},
         'pairs': pairs, 'latency_ms': latency_stats(latencies_s), 'scores': scores,
         'throughput_hz': now / summary['wall_s'] if now and summary['wall_s'] > 0 else None,
         'wall_s': summary['wall_s'],
-        'execution': {k: v for k, v in summary.items() if k not in (
-            'status', 'counts', 'inputs', 'ran', 'reused', 'wall_s', 'worker_stats')},
-        'workers': summary['worker_stats'], 'rows': list(rows),
-        'errors': [{'input': r['input'], 'status': r['status'], 'error': r['error']}
-                   for r in rows if r['status'] != 'ok'],
+        'execution': execution(summary), 'workers': summary['worker_stats'],
+        'rows': list(rows), 'errors': errors(rows),
     }
-
-
-def _first_line(text: str | None) -> str:
-    """The first line of an error (Ray's are long; report.json keeps all of it)."""
-    lines = (text or '').strip().splitlines() or ['']
-    return lines[0] + (' [...]' if len(lines) > 1 else '')
 
 
 def _fleet_tables(report: dict) -> list[str]:
@@ -216,18 +209,11 @@ def _fleet_tables(report: dict) -> list[str]:
         status = row['status'] + (' (earlier run)' if row.get('reused') else '')
         lines.append(f"| `{row['input']}` | {status} | "
                      f"{row['pairs']['processed'] if read else '–'} | "
-                     f"{_fmt((row.get('map') or {}).get(mode))} | "
-                     f"{_fmt(row['latency_ms']['p50'] if read else None, digits=1)} | "
-                     f"{_fmt(row['wall_s'], digits=1)} | {row.get('worker') or '–'} |")
-    if report['errors']:
-        lines += ['', '## Errors', '']
-        lines += [f"- `{e['input']}` ({e['status']}): {_first_line(e['error'])}"
-                  for e in report['errors']]
-    lines += ['', '## Workers (this run)', '', '| worker | bags | pairs | busy s | pairs/s |',
-              '|---|---|---|---|---|']
-    lines += [f"| {name} | {w['units']} | {w['items']} | {_fmt(w['busy_s'], digits=1)} | "
-              f"{_fmt(w['items_per_s'], digits=2)} |" for name, w in report['workers'].items()]
-    return lines + ['']
+                     f"{fmt((row.get('map') or {}).get(mode))} | "
+                     f"{fmt(row['latency_ms']['p50'] if read else None, digits=1)} | "
+                     f"{fmt(row['wall_s'], digits=1)} | {row.get('worker') or '–'} |")
+    lines += error_lines(report['errors'])
+    return lines + worker_lines(report['workers'], 'bags', 'pairs') + ['']
 
 
 def fleet_markdown(report: dict) -> str:
@@ -245,10 +231,10 @@ def fleet_markdown(report: dict) -> str:
               f"- pairs: {pairs['synchronised']} synchronised, {pairs['processed']} processed, "
               f"{pairs['sync_misses']} sync misses, {pairs['bad_inputs']} bad inputs",
               f"- latency ({report['latency_definition']}) over all {lat['count']} pairs: p50 "
-              f"{_fmt(lat['p50'], digits=1)} ms, p95 {_fmt(lat['p95'], digits=1)} ms, p99 "
-              f"{_fmt(lat['p99'], digits=1)} ms",
-              f"- throughput: {_fmt(report['throughput_hz'], digits=2)} pairs/s: pairs run now "
-              f"/ {_fmt(report['wall_s'], digits=1)} s wall, worker start-up included "
+              f"{fmt(lat['p50'], digits=1)} ms, p95 {fmt(lat['p95'], digits=1)} ms, p99 "
+              f"{fmt(lat['p99'], digits=1)} ms",
+              f"- throughput: {fmt(report['throughput_hz'], digits=2)} pairs/s: pairs run now "
+              f"/ {fmt(report['wall_s'], digits=1)} s wall, worker start-up included "
               f"({run['engine']}, {run['workers']} workers)"]
     if report.get('thresholds'):
         cut = report['thresholds']
