@@ -10,6 +10,7 @@ import argparse
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 from tqdm import tqdm
 
 from univ_core.eval.fused_truth import fused_truth
@@ -28,6 +29,19 @@ def detection_truth(sample: dict, modality: str) -> dict:
     if modality == 'fused':
         return fused_truth(rgb, ir)
     return {'rgb': rgb, 'ir': ir}[modality]
+
+
+def in_data_classes(det, class_names: list[str]) -> dict:
+    """Detections as the data's class ids, matched by name; classes the data lacks dropped.
+
+    A model's classes may be a superset of a dataset's (the default model's person / bicycle /
+    car on LLVIP's persons): its other boxes cannot be scored there, as in COCO's per-class AP.
+    """
+    index = {name.lower(): i for i, name in enumerate(class_names)}
+    ids = [index.get(name.lower(), -1) for name in det.class_names]
+    keep = [i for i, k in enumerate(ids) if k >= 0]
+    return {'boxes': det.boxes[keep], 'scores': det.scores[keep],
+            'labels': np.asarray([ids[i] for i in keep], np.int64)}
 
 
 def evaluate(task: str, predictor, data, modalities: list[str], overlays: int = 0,
@@ -54,8 +68,7 @@ def evaluate(task: str, predictor, data, modalities: list[str], overlays: int = 
             pred = preds[MODES[modality]]
             if task == 'det':
                 det, truth = pred.detections, detection_truth(sample, modality)
-                meters[modality].update(
-                    [{'boxes': det.boxes, 'scores': det.scores, 'labels': det.class_ids}], [truth])
+                meters[modality].update([in_data_classes(det, class_names)], [truth])
                 pred = replace(pred, detections=det.above(predictor.config.score_threshold))
                 counts[modality]['boxes'] += len(pred.detections.boxes)
                 counts[modality]['objects'] += len(truth['boxes'])
