@@ -1,9 +1,10 @@
 """One UNIV model file: backbone + heads in safetensors, with a JSON spec in its metadata.
 
 Two forms: a full file (every tensor, fp32: what ``univ finetune`` writes), or a compact one
-(``spec.lora`` set: fp16 heads plus the LoRA delta of the backbone, which is rebuilt at load
-from the embedded teacher + the delta, merged once and cached by content; ~3 MB instead of
-~90 MB: the shipped default model).
+(~3-5 MB instead of ~90 MB, the shipped default model): fp16 heads, and a backbone rebuilt at
+load, either from the embedded teacher plus the LoRA delta stored beside the heads
+(``spec.lora`` set; merged once and cached by content), or from the weights ``spec.backbone``
+names (``'default'``: the embedded teacher, ``univ weights``).
 """
 
 import json
@@ -34,6 +35,7 @@ class ModelSpec:
     backbone_overrides: dict = field(default_factory=dict)  # extra timm args (toy models)
     palette: list[list[int]] | None = None  # RGB colour per seg class (None: a default one)
     lora: dict | None = None  # compact file: LoraSettings of its 'lora.*' backbone delta
+    backbone: str | None = None  # compact file: backbone weights rebuilt at load ('default')
 
     def __post_init__(self) -> None:
         self.input_size = tuple(self.input_size)
@@ -66,14 +68,17 @@ def save_model(path: Path, model: PerceptionModel, spec: ModelSpec,
         lora: the backbone's LoRA delta (names as ``univ pretrain`` saves them): heads are then
             stored in fp16 beside it and the backbone is not stored.
     """
+    meta = {SPEC_KEY: json.dumps(asdict(spec))}
+    if spec.backbone:  # the backbone comes from its named weights at load
+        heads = {k: v.to(torch.float16) for k, v in model.head_state_dict().items()}
+        return save_safetensors(Path(path), heads, meta)
     if lora is None:
-        return save_safetensors(Path(path), model.state_dict(),
-                                {SPEC_KEY: json.dumps(asdict(spec))})
+        return save_safetensors(Path(path), model.state_dict(), meta)
     if not spec.lora:
         raise ValueError('save_model: a LoRA delta needs spec.lora (its LoraSettings)')
     tensors = {f'{LORA_PREFIX}{k}': v.to(torch.float16) for k, v in lora.items()}
     tensors |= {k: v.to(torch.float16) for k, v in model.head_state_dict().items()}
-    return save_safetensors(Path(path), tensors, {SPEC_KEY: json.dumps(asdict(spec))})
+    return save_safetensors(Path(path), tensors, meta)
 
 
 def read_spec(path: Path) -> ModelSpec:
@@ -98,9 +103,11 @@ def load_model(path: Path) -> tuple[PerceptionModel, ModelSpec]:
     from univ_core.models.weights import load_state_dict_file
 
     spec = read_spec(path)
-    model = build_model(spec)
+    model = build_model(spec, spec.backbone or 'none')
     state = {k: v.float() for k, v in load_state_dict_file(Path(path)).items()}
-    if spec.lora:
+    if spec.backbone:
+        model.load_head_state_dict(state)
+    elif spec.lora:
         from univ_core.models.lora import LoraSettings
         from univ_core.models.univ_weights import merged_path
 

@@ -4,10 +4,11 @@
 
 1. ``univ autolabel`` over the shared data (roadscene, llvip, msrs_mini): the RGB teachers'
    boxes and masks for both modalities; real boxes (MSRS-detection, LLVIP) win.
-2. ``univ finetune det+seg`` head-only on the UNIV backbone (teacher + shipped adapter), both
-   modalities, every pair except the evaluation pairs, cached augmented views.
+2. ``univ finetune det+seg`` head-only on the configured backbone (``univ``: teacher + shipped
+   adapter; ``default``: the teacher), both modalities, every pair except the evaluation pairs,
+   cached augmented views.
 3. :func:`univ_core.eval.benchmark.benchmark` on the evaluation pairs.
-4. The compact model file (fp16 heads + LoRA delta) and a sidecar JSON (command, data,
+4. The compact model file (fp16 heads [+ LoRA delta]) and a sidecar JSON (command, data,
    teachers, commit, settings, measured metrics, sha256) into ``--out``.
 
 Every intermediate folder is named by a hash of everything that determines it (settings, data
@@ -137,7 +138,8 @@ def main(args: argparse.Namespace) -> int:
         'labels': {n: {k: p[k] for k in ('pairs', 'night_pairs', 'real_label_pairs',
                                           'counts', 'teacher_quality_vs_real')}
                    for n, p in zip(cfg.inputs, provenance, strict=True)},
-        'backbone_adapter_sha256': file_sha256(UNIV_ADAPTER),
+        'backbone_adapter_sha256': (file_sha256(UNIV_ADAPTER) if cfg.finetune.backbone == 'univ'
+                                    else None),
         'metrics': headline(results), 'benchmark': results,
     })
     for name, value in headline(results).items():

@@ -195,6 +195,9 @@ def finetune(cfg: FinetuneConfig, resume: bool = False, quiet: bool = False) -> 
     if cfg.backbone == 'univ' and cfg.freeze_backbone:  # compact: heads + the adapter's delta
         lora, _, settings, _ = read_lora(UNIV_ADAPTER)
         spec.lora = {**vars(settings), 'target_modules': list(settings.target_modules)}
+    elif cfg.backbone == 'default' and cfg.freeze_backbone:  # compact: heads; teacher at load
+        spec.backbone = 'default'
+
     path = save_model(out / 'model.safetensors', model.eval(), spec, lora)
     write_json(out / 'summary.json', {
         'model': str(path), 'steps': step, 'samples': len(samples),

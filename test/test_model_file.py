@@ -1,0 +1,20 @@
+"""Compact model files: fp16 heads only, the backbone rebuilt from the embedded teacher at load."""
+
+import torch
+
+from univ_core.models.model_file import ModelSpec, build_model, load_model, save_model
+
+
+def test_compact_file_with_a_named_backbone_round_trips(tmp_path):
+    spec = ModelSpec(arch='vit_small_patch14_dinov2', seg_classes=['a', 'b', 'c'],
+                     det_classes=['person', 'car'], input_size=(56, 70), head_channels=32,
+                     backbone='default')
+    model = build_model(spec, 'default').eval()
+    path = save_model(tmp_path / 'compact.safetensors', model, spec)
+    assert path.stat().st_size < 5e6  # no backbone inside (ViT-S alone is ~88 MB)
+    loaded, got = load_model(path)
+    assert got == spec
+    for name, tensor in model.backbone.state_dict().items():  # the teacher, rebuilt
+        assert torch.equal(loaded.backbone.state_dict()[name], tensor), name
+    for name, tensor in model.head_state_dict().items():  # heads, through fp16
+        assert torch.equal(loaded.head_state_dict()[name], tensor.half().float()), name
