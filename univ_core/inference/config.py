@@ -27,7 +27,7 @@ class PredictorConfig:
     # graph's MatMuls quantised dynamically, per-channel weights; see onnx_backend)
     precision: str = 'auto'
     input_size: tuple[int, int] | None = None  # model input (H, W); None: the model file's
-    score_threshold: float = 0.3  # deployment: detections below are not returned (published)
+    score_threshold: float = 0.5  # deployment cut (published); 0.5: ~1 box per labelled object
     # mAP (COCO protocol) is computed from every detection down to this score, up to
     # max_detections per image (``predict(..., scoring=True)``), never from the deployment cut
     eval_score_threshold: float = 0.001
