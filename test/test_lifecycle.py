@@ -67,6 +67,8 @@ def test_lifecycle_loads_runs_releases_and_reloads_the_model(toy_model, cameras,
         status = rig.wait_for_status(lambda v: v['state'] == 'inactive', 'inactive again')
         assert status['model'] == 'released'
         rig.wait_until(lambda: rig.rgb_pub.get_subscription_count() == 0, 30, 'unsubscribed')
+        # outputs of pairs still in flight at deactivation have arrived by now (inactive status)
+        first_run = len(rig.outputs['segmentation'].messages)
         stream(rig, 1.0, lambda i: cameras[i % 4])  # nobody listens: no inference
         rig.wait_for_status(lambda v: v['state'] == 'inactive', 'inactive after the stream')
         assert len(rig.outputs['segmentation'].messages) == first_run
