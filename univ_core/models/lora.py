@@ -74,13 +74,10 @@ def load_lora_strict(student: nn.Module, lora: dict[str, torch.Tensor], where: s
         ValueError: a key missing or unexpected, or a tensor of another shape; names ``where``
             (the file) and the keys.
     """
-    expected = lora_state(student)
-    missing, unexpected = sorted(set(expected) - set(lora)), sorted(set(lora) - set(expected))
+    missing, unexpected, wrong = state_mismatch(lora_state(student), lora)
     if missing or unexpected:
         raise ValueError(f'{where}: LoRA tensors do not fit this student (missing {missing[:3]}, '
                          f'unexpected {unexpected[:3]}): another arch or LoRA setting?')
-    wrong = [f'{k} {tuple(lora[k].shape)} != {tuple(v.shape)}' for k, v in expected.items()
-             if lora[k].shape != v.shape]
     if wrong:  # checked here: load_state_dict's own error names neither file nor all keys
         raise ValueError(f'{where}: LoRA tensors of another shape (file != student): '
                          f'{wrong[:3]}: another LoRA rank or model size?')
@@ -96,3 +93,17 @@ def trainable_fraction(model: nn.Module) -> tuple[int, int]:
     """(trainable parameters, all parameters)."""
     total = sum(p.numel() for p in model.parameters())
     return sum(p.numel() for p in model.parameters() if p.requires_grad), total
+
+
+def state_mismatch(expected: dict[str, torch.Tensor], state: dict[str, torch.Tensor]
+                   ) -> tuple[list[str], list[str], list[str]]:
+    """(missing keys, unexpected keys, 'key (file shape) != (model shape)') of ``state``.
+
+    Shapes are compared only when the keys match, so callers can name every problem before
+    ``load_state_dict`` raises its own, less specific error.
+    """
+    missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
+    wrong = [] if missing or unexpected else [
+        f'{k} {tuple(state[k].shape)} != {tuple(v.shape)}' for k, v in expected.items()
+        if state[k].shape != v.shape]
+    return missing, unexpected, wrong

@@ -18,7 +18,7 @@ from torch import nn
 
 from univ_core.models import convmae
 from univ_core.models.backbone import PatchEncoder, create_backbone
-from univ_core.models.lora import LoraSettings, add_lora, merge_lora
+from univ_core.models.lora import LoraSettings, add_lora, merge_lora, state_mismatch
 from univ_core.models.weights import cache_dir
 from univ_core.train.checkpoint import save_safetensors
 
@@ -61,13 +61,10 @@ def _strip(key: str) -> str:
 
 def _load_exactly(model: nn.Module, state: dict[str, torch.Tensor], path: Path, arch: str) -> None:
     """Load ``state`` into ``model`` strictly; keys, then shapes, checked first to name them."""
-    expected = model.state_dict()
-    missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
+    missing, unexpected, wrong = state_mismatch(model.state_dict(), state)
     if missing or unexpected:
         raise ValueError(f'{path}: student is not a {arch} state dict: missing {missing[:5]}, '
                          f'unexpected {unexpected[:5]}')
-    wrong = [f'{k} {tuple(state[k].shape)} != {tuple(v.shape)}' for k, v in expected.items()
-             if state[k].shape != v.shape]
     if wrong:
         raise ValueError(f'{path}: student of another {arch} size (file != model): {wrong[:3]}')
     model.load_state_dict(state, strict=True)
