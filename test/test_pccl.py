@@ -55,3 +55,20 @@ def test_loss_matches_hand_computation() -> None:
 def test_loss_rejects_mismatched_token_grids() -> None:
     with pytest.raises(ValueError, match='same patch grid'):
         PCCLLoss()(torch.zeros(1, 4, 8), torch.zeros(1, 6, 8), torch.zeros(1, 4, 6))
+
+
+def test_centred_pccl_ignores_a_shared_offset_and_equals_the_loss_on_centred_tokens() -> None:
+    """center=True: the per-image mean token is removed from both sides before the cosine."""
+    torch.manual_seed(0)
+    student, teacher = torch.randn(2, 6, 8), torch.randn(2, 6, 8)
+    labels = (torch.rand(2, 6, 6) > 0.7).float()
+    centred = PCCLLoss(0.04, center=True)
+    offset = torch.randn(2, 1, 8) * 10  # one direction shared by every token of an image
+    assert torch.allclose(centred(student + offset, teacher - offset, labels),
+                          centred(student, teacher, labels), atol=1e-5)
+    plain = PCCLLoss(0.04)
+    expected = plain(student - student.mean(1, keepdim=True),
+                     teacher - teacher.mean(1, keepdim=True), labels)
+    assert torch.allclose(centred(student, teacher, labels), expected, atol=1e-6)
+    assert not torch.allclose(plain(student + offset, teacher, labels),
+                              plain(student, teacher, labels), atol=1e-3)

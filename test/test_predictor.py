@@ -117,3 +117,28 @@ def test_a_known_homography_maps_a_known_box() -> None:
     projective = torch.tensor([[1.0, 0, 0], [0, 1, 0], [0.01, 0, 1]])  # x/(1+0.01x), y/(1+0.01x)
     np.testing.assert_allclose(transform_boxes(box, projective)[0],
                                [10 / 1.1, 10 / 1.2, 20 / 1.2, 30 / 1.1], atol=1e-4)
+
+
+def test_fusion_weights_scale_each_cameras_scores_before_fusion(tmp_path) -> None:
+    """(1, 0): thermal boxes count for nothing, so fused is the RGB list; the model file's
+    calibration is used unless the config overrides it."""
+    from univ_core.models.model_file import read_spec, write_with_spec
+
+    toy = write_toy_model(tmp_path / 'toy.safetensors')
+    calibrated = write_with_spec(toy, tmp_path / 'calibrated.safetensors',
+                                 fusion_weights=[1.0, 0.0])
+    assert read_spec(calibrated).fusion_weights == [1.0, 0.0]
+    rgb, thermal = pair(96, 120)
+    rgb_only = load_predictor(PredictorConfig(model=str(calibrated), device='cpu'))
+    assert rgb_only.fusion_weights == (1.0, 0.0)
+    fused = rgb_only.predict(rgb, thermal, 'fused', scoring=True).detections
+    alone = rgb_only.predict(rgb, None, 'rgb', scoring=True).detections
+    assert len(alone.boxes) > 0
+    np.testing.assert_allclose(fused.boxes, alone.boxes, atol=1e-3)
+    np.testing.assert_allclose(fused.scores, alone.scores, atol=1e-6)
+    equal = load_predictor(PredictorConfig(model=str(calibrated), device='cpu',
+                                           fusion_weights=(1.0, 1.0)))
+    both = equal.predict(rgb, thermal, 'fused', scoring=True).detections
+    assert len(both.boxes) > len(fused.boxes)  # the thermal camera's boxes are back
+    with pytest.raises(ValueError, match='fusion_weights'):
+        PredictorConfig(fusion_weights=(1.0, 2.0))

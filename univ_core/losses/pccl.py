@@ -34,14 +34,23 @@ class PCCLLoss(nn.Module):
     ``logits[b, i, j] = cos(student[b, i], teacher[b, j]) / temperature``; the loss is
     ``BCEWithLogits(logits, labels)`` averaged over B x N x N. (The official code also averages
     the same loss on the transposed logits and labels, which is the identical mean.)
+
+    ``center=True`` (not in the official code) subtracts each image's mean token from the
+    student and the teacher tokens before the cosine. DINOv2's patch tokens share one direction
+    (mean cosine ~0.6 between patches), so without it the cheapest way to push the hundreds of
+    negatives per row below cosine 0 is to turn every student token away from that shared
+    direction, which sends the RGB tokens far from the teacher's. A shared offset is invisible to
+    the centred loss, which then only ranks patches against each other.
     """
 
-    def __init__(self, temperature: float = 0.04, eps: float = 1e-6) -> None:
+    def __init__(self, temperature: float = 0.04, eps: float = 1e-6,
+                 center: bool = False) -> None:
         super().__init__()
         if temperature <= 0:
             raise ValueError(f'temperature must be > 0, got {temperature}')
         self.temperature = temperature
         self.eps = eps
+        self.center = center
 
     def forward(
         self, student_tokens: torch.Tensor, teacher_tokens: torch.Tensor, labels: torch.Tensor
@@ -60,7 +69,10 @@ class PCCLLoss(nn.Module):
             raise ValueError(
                 f'student_tokens {tuple(student_tokens.shape)} != teacher_tokens '
                 f'{tuple(teacher_tokens.shape)}: both must be (B, N, D) on the same patch grid')
-        s = F.normalize(student_tokens.float(), dim=-1, eps=self.eps)
-        t = F.normalize(teacher_tokens.float(), dim=-1, eps=self.eps)
+        s, t = student_tokens.float(), teacher_tokens.float()
+        if self.center:  # (B, 1, D) per-image mean token removed
+            s, t = s - s.mean(1, keepdim=True), t - t.mean(1, keepdim=True)
+        s = F.normalize(s, dim=-1, eps=self.eps)
+        t = F.normalize(t, dim=-1, eps=self.eps)
         logits = s @ t.transpose(1, 2) / self.temperature  # (B, N, N)
         return F.binary_cross_entropy_with_logits(logits, labels)

@@ -76,6 +76,7 @@ class PretrainConfig:
     ir_weight: float = 1.0  # alpha: cross-modal IR loss
     rgb_weight: float = 1.0  # beta: synchronous RGB distillation
     anchor_weight: float = 0.0  # 1 - cos(student RGB, teacher RGB) term; 0 = official UNIV
+    center_tokens: bool = False  # PCCL on per-image centred tokens (PCCLLoss); False = official
     lora: LoraSettings = field(default_factory=LoraSettings)
     amp: bool = True  # fp16 autocast + GradScaler (CUDA only)
     seed: int = 7  # everything random derives from it
@@ -217,7 +218,7 @@ def train(cfg: PretrainConfig, base: Path = Path('.'), resume: bool = False):
             torch.cuda.set_rng_state_all(state['cuda_rng'])
         step = state['step']
     last = min(total, cfg.max_steps or total)
-    loss_fn = PCCLLoss(cfg.temperature)
+    loss_fn = PCCLLoss(cfg.temperature, center=cfg.center_tokens)
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
         write_json(out / 'config.json', to_dict(cfg))
