@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from toy import MFNET_CLASSES, MSRS_DET_CLASSES, write_toy_model
 
-from univ_core.inference import PredictorConfig, ThermalNorm, load_predictor
+from univ_core.inference import Predictor, PredictorConfig, ThermalNorm, load_predictor
 
 
 @pytest.fixture(scope='module')
@@ -119,26 +119,24 @@ def test_a_known_homography_maps_a_known_box() -> None:
                                [10 / 1.1, 10 / 1.2, 20 / 1.2, 30 / 1.1], atol=1e-4)
 
 
-def test_fusion_weights_scale_each_cameras_scores_before_fusion(tmp_path) -> None:
-    """(1, 0): thermal boxes count for nothing, so fused is the RGB list; the model file's
-    calibration is used unless the config overrides it."""
-    from univ_core.models.model_file import read_spec, write_with_spec
+def test_fusion_weights_scale_each_cameras_scores_before_fusion(predictor) -> None:
+    """(1, 0): thermal boxes count for nothing, so fused is the RGB list; (1, 1) adds them."""
+    from dataclasses import replace
 
-    toy = write_toy_model(tmp_path / 'toy.safetensors')
-    calibrated = write_with_spec(toy, tmp_path / 'calibrated.safetensors',
-                                 fusion_weights=[1.0, 0.0])
-    assert read_spec(calibrated).fusion_weights == [1.0, 0.0]
     rgb, thermal = pair(96, 120)
-    rgb_only = load_predictor(PredictorConfig(model=str(calibrated), device='cpu'))
-    assert rgb_only.fusion_weights == (1.0, 0.0)
+
+    def weighted(weights: tuple[float, float]) -> Predictor:
+        config = replace(predictor.config, fusion_weights=weights, score_threshold=0.5)
+        return Predictor(predictor.model, predictor.seg_classes, predictor.det_classes,
+                         predictor.input_size, config)
+
+    rgb_only = weighted((1, 0))
     fused = rgb_only.predict(rgb, thermal, 'fused', scoring=True).detections
     alone = rgb_only.predict(rgb, None, 'rgb', scoring=True).detections
     assert len(alone.boxes) > 0
     np.testing.assert_allclose(fused.boxes, alone.boxes, atol=1e-3)
     np.testing.assert_allclose(fused.scores, alone.scores, atol=1e-6)
-    equal = load_predictor(PredictorConfig(model=str(calibrated), device='cpu',
-                                           fusion_weights=(1.0, 1.0)))
-    both = equal.predict(rgb, thermal, 'fused', scoring=True).detections
+    both = weighted((1, 1)).predict(rgb, thermal, 'fused', scoring=True).detections
     assert len(both.boxes) > len(fused.boxes)  # the thermal camera's boxes are back
     with pytest.raises(ValueError, match='fusion_weights'):
         PredictorConfig(fusion_weights=(1.0, 2.0))

@@ -1,7 +1,9 @@
 """The accuracy benchmark of a model on the evaluation pairs (never trained on), per modality.
 
 - Detection, MSRS: the 8 ``MSRS_TEST`` pairs against their real MSRS-detection boxes (RGB
-  boxes score RGB, thermal boxes thermal, their union fused), mAP50 / mAP and AP50 per class.
+  boxes score RGB, thermal boxes thermal, their union fused), mAP50 / mAP and AP50 per class;
+  and RGB and thermal against that union too (``vs_either``): the common truth on which the
+  three camera choices compare (fused >= the better camera is judged there).
 - Detection, LLVIP: the 9 ``LLVIP_TEST`` pairs against LLVIP's own person boxes (one list for
   both images), person AP50 per modality.
 - Segmentation: the daytime ``ROADSCENE_TEST`` frames against the segmentation teacher's masks
@@ -51,6 +53,9 @@ def benchmark(predictor, data: Path | None = None, segmentation: bool = True) ->
             metrics, _ = evaluate('det', predictor, pairs, ['rgb', 'ir', 'fused'])
             results['detection'][name] = {'pairs': [it.pair.name for it in pairs.items],
                                           **metrics}
+            if name == 'msrs':  # LLVIP has one box list for both cameras: the same numbers
+                either, _ = evaluate('det', predictor, pairs, ['rgb', 'ir'], truth='either')
+                results['detection'][name]['vs_either'] = either
     if segmentation and predictor.seg_classes:
         from univ_core.autolabel.config import AutolabelConfig
         from univ_core.autolabel.run import load_labeller
@@ -72,6 +77,8 @@ def headline(results: dict) -> dict[str, float]:
     for name, sets in results['detection'].items():
         for modality in ('rgb', 'ir', 'fused'):
             out[f'{name}_{modality}_map50'] = sets[modality]['map50']
+        for modality, metrics in sets.get('vs_either', {}).items():
+            out[f'{name}_{modality}_vs_either_map50'] = metrics['map50']
     if results['segmentation']:
         for modality in ('rgb', 'ir'):
             out[f'roadscene_day_{modality}_miou'] = results['segmentation'][modality]['miou']

@@ -45,13 +45,20 @@ def in_data_classes(det, class_names: list[str]) -> dict:
 
 
 def evaluate(task: str, predictor, data, modalities: list[str], overlays: int = 0,
-             class_names: list[str] | None = None) -> tuple[dict, list]:
+             class_names: list[str] | None = None, truth: str = 'camera') -> tuple[dict, list]:
     """Metrics per modality; also up to ``overlays`` (sample, modality, prediction) to draw.
+
+    ``truth`` (detection): 'camera' scores each modality against its own camera's boxes (fused:
+    the objects either camera's boxes hold); 'either' scores every modality against the objects
+    either camera's boxes hold, the common truth on which camera choices compare (a night
+    pedestrian only the thermal labels hold is missed by an RGB-only detector too).
 
     mAP is computed from the Predictor's scoring detections (down to its
     ``eval_score_threshold``, COCO protocol); overlays show the deployment cut, and detection
     metrics add 'boxes_per_image' (at that cut) and 'objects_per_image' (labelled).
     """
+    if truth not in ('camera', 'either'):
+        raise ValueError(f"truth: expected 'camera' or 'either', got {truth!r}")
     if class_names is None:  # a set with boxes and masks names its mask ids apart
         seg_names = getattr(data, 'seg_class_names', None)
         class_names = seg_names if task == 'seg' and seg_names else data.class_names
@@ -67,11 +74,12 @@ def evaluate(task: str, predictor, data, modalities: list[str], overlays: int = 
         for modality in modalities:
             pred = preds[MODES[modality]]
             if task == 'det':
-                det, truth = pred.detections, detection_truth(sample, modality)
-                meters[modality].update([in_data_classes(det, class_names)], [truth])
+                det = pred.detections
+                boxes = detection_truth(sample, modality if truth == 'camera' else 'fused')
+                meters[modality].update([in_data_classes(det, class_names)], [boxes])
                 pred = replace(pred, detections=det.above(predictor.config.score_threshold))
                 counts[modality]['boxes'] += len(pred.detections.boxes)
-                counts[modality]['objects'] += len(truth['boxes'])
+                counts[modality]['objects'] += len(boxes['boxes'])
             else:
                 meters[modality].update(pred.mask, sample['mask'])
             if len(shown) < overlays:

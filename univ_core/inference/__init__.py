@@ -24,4 +24,4 @@ def load_predictor(config: PredictorConfig) -> Predictor:
 
     model, spec = load_model(Path(config.model) if config.model else default_model_path())
     return Predictor(model, spec.seg_classes, spec.det_classes, spec.input_size, config,
-                     spec.palette, spec.fusion_weights)
+                     spec.palette)

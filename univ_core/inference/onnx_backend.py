@@ -217,4 +217,4 @@ def load_onnx_predictor(config: 'PredictorConfig') -> 'Predictor':
     model = OnnxPerceptionModel(Path(config.model))
     spec = model.spec
     return Predictor(model, spec.seg_classes, spec.det_classes, model.input_size, config,
-                     spec.palette, spec.fusion_weights)
+                     spec.palette)

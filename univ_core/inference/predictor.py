@@ -62,17 +62,13 @@ class Predictor:
         input_size: (H, W) the images are resized to (multiples of the patch size).
         config: run-time settings.
         palette: (C, 3) RGB per seg class for overlays (None: :func:`default_palette`).
-        fusion_weights: (rgb, thermal) score scales before fusion, the model file's
-            calibration; ``config.fusion_weights`` overrides it; None: (1, 1).
     """
 
     def __init__(self, model: torch.nn.Module, seg_classes: list[str] | None,
                  det_classes: list[str] | None, input_size: tuple[int, int],
                  config: PredictorConfig | None = None,
-                 palette: list[list[int]] | None = None,
-                 fusion_weights: tuple[float, float] | list[float] | None = None) -> None:
+                 palette: list[list[int]] | None = None) -> None:
         self.config = config or PredictorConfig()
-        self.fusion_weights = tuple(self.config.fusion_weights or fusion_weights or (1.0, 1.0))
         self.palette = (np.asarray(palette, np.uint8) if palette is not None
                         else default_palette(len(seg_classes or [])))
         device = self.config.device
@@ -289,7 +285,7 @@ class Predictor:
             b, s, lab = cameras[0]
         else:
             boxes, scores, labels = zip(*cameras, strict=True)
-            scores = [w * s for w, s in zip(self.fusion_weights, scores, strict=True)]
+            scores = [w * s for w, s in zip(cfg.fusion_weights, scores, strict=True)]
             b, s, lab = fuse_boxes(boxes, scores, labels, iou=cfg.fusion_iou,
                                    rule=cfg.fusion_rule)
         cut = np.flatnonzero(s >= threshold)  # fused candidates, or a lower model cut

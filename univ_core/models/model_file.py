@@ -8,7 +8,7 @@ names (``'default'``: the embedded teacher, ``univ weights``).
 """
 
 import json
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
@@ -36,9 +36,6 @@ class ModelSpec:
     palette: list[list[int]] | None = None  # RGB colour per seg class (None: a default one)
     lora: dict | None = None  # compact file: LoraSettings of its 'lora.*' backbone delta
     backbone: str | None = None  # compact file: backbone weights rebuilt at load ('default')
-    # (rgb, thermal) camera score scales for fusion, calibrated on training pairs
-    # (univ_core/eval/fusion_calibration.py); None: (1, 1)
-    fusion_weights: list[float] | None = None
 
     def __post_init__(self) -> None:
         self.input_size = tuple(self.input_size)
@@ -99,18 +96,6 @@ def read_spec(path: Path) -> ModelSpec:
     if SPEC_KEY not in meta:
         raise ValueError(f'{path}: safetensors without a UNIV model spec (a bare backbone?)')
     return ModelSpec(**json.loads(meta[SPEC_KEY]))
-
-
-def write_with_spec(src: Path, dst: Path, **changes: object) -> Path:
-    """Atomically copy the model file ``src`` to ``dst`` with spec fields changed (tensors kept).
-
-    E.g. ``fusion_weights=[1.0, 0.3]`` after calibrating the trained model.
-    """
-    from univ_core.models.weights import load_state_dict_file
-
-    spec = replace(read_spec(src), **changes)
-    tensors = load_state_dict_file(Path(src))
-    return save_safetensors(Path(dst), tensors, {SPEC_KEY: json.dumps(asdict(spec))})
 
 
 def load_model(path: Path) -> tuple[PerceptionModel, ModelSpec]:

@@ -7,11 +7,9 @@
 2. ``univ finetune det+seg`` head-only on the configured backbone (``univ``: teacher + shipped
    adapter; ``default``: the teacher), both modalities, every pair except the evaluation pairs,
    cached augmented views.
-3. The fusion's camera weights calibrated on msrs_mini's labelled TRAINING pairs
-   (:mod:`univ_core.eval.fusion_calibration`) and stored in the model file.
-4. :func:`univ_core.eval.benchmark.benchmark` on the evaluation pairs.
-5. The compact model file (fp16 heads [+ LoRA delta]) and a sidecar JSON (command, data,
-   teachers, commit, settings, calibration, measured metrics, sha256) into ``--out``.
+3. :func:`univ_core.eval.benchmark.benchmark` on the evaluation pairs.
+4. The compact model file (fp16 heads [+ LoRA delta]) and a sidecar JSON (command, data,
+   teachers, commit, settings, measured metrics, sha256) into ``--out``.
 
 Every intermediate folder is named by a hash of everything that determines it (settings, data
 folders' pair lists, teacher and adapter sha256), so a rerun reuses only what is still valid
@@ -21,14 +19,15 @@ and a change anywhere retrains: a cached model is never silently stale.
 import argparse
 import hashlib
 import json
+import shutil
 import subprocess
 import sys
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from univ_core.autolabel.config import AutolabelConfig
 from univ_core.data.home import REPO, data_home
-from univ_core.models.model_file import DEFAULT_MODEL, write_with_spec
+from univ_core.models.model_file import DEFAULT_MODEL
 from univ_core.models.univ_weights import UNIV_ADAPTER
 from univ_core.models.weights import file_sha256
 from univ_core.train.config import load_config, to_dict
@@ -51,11 +50,6 @@ class DefaultModelConfig:
             self.autolabel = AutolabelConfig(**self.autolabel)
         if isinstance(self.finetune, dict):
             self.finetune = FinetuneConfig(**self.finetune)
-
-
-def calibration_pairs(data: Path) -> Split:
-    """Real boxes on both cameras, never evaluated on: where the fusion weights are chosen."""
-    return Split(str(data / 'msrs_mini'), 'msrs_det', 'train', exclude_evaluation_pairs=True)
 
 
 def _key(*parts: object) -> str:
@@ -121,22 +115,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     """Entry point of ``univ train-default``."""
     from univ_core.eval.benchmark import benchmark, headline
-    from univ_core.eval.fusion_calibration import calibrate_fusion
     from univ_core.inference import PredictorConfig, load_predictor
     from univ_core.train.checkpoint import write_json
-    from univ_core.train.downstream_data import open_split
 
     cfg = load_config(DefaultModelConfig, args.config, args.overrides)
     data = data_home()
     labels = autolabel_all(cfg, data, args.quiet)
     trained = train(cfg, labels, args.quiet)
     # fp32: the sidecar's numbers are then the same on every CPU ('auto' may pick bf16 / int8)
-    settings = PredictorConfig(model=str(trained), device='cpu', precision='fp32')
-    calibration = calibrate_fusion(load_predictor(settings),
-                                   open_split(calibration_pairs(data))[0])
+    predictor = load_predictor(PredictorConfig(model=str(trained), device='cpu', precision='fp32'))
+    results = benchmark(predictor, data)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    write_with_spec(trained, args.out, fusion_weights=calibration['weights'])
-    results = benchmark(load_predictor(replace(settings, model=str(args.out))), data)
+    tmp = args.out.with_name(args.out.name + '.tmp')
+    shutil.copyfile(trained, tmp)
+    tmp.replace(args.out)
     provenance = [json.loads((labels / n / 'provenance.json').read_text()) for n in cfg.inputs]
     write_json(args.out.with_suffix('.json'), {
         'file': args.out.name, 'sha256': file_sha256(args.out),
@@ -148,7 +140,6 @@ def main(args: argparse.Namespace) -> int:
                    for n, p in zip(cfg.inputs, provenance, strict=True)},
         'backbone_adapter_sha256': (file_sha256(UNIV_ADAPTER) if cfg.finetune.backbone == 'univ'
                                     else None),
-        'fusion_calibration': calibration,
         'metrics': headline(results), 'benchmark': results,
     })
     for name, value in headline(results).items():
