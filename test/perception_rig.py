@@ -36,6 +36,11 @@ HARNESS = Path(__file__).with_name('node_harness.py')
 CAMERA_QOS = qos_profile_sensor_data  # what camera drivers publish: best effort, depth 5
 RGB_FRAME, THERMAL_FRAME = 'rgb_camera_optical', 'thermal_camera_optical'
 DEADLINE = 120.0  # seconds: generous, for a loaded 2-core machine
+# Largest share of best-effort camera frames (keep last 5) a test accepts as lost. A node
+# starved of CPU (tools/cpu_load.py) drops a few (measured: 5 % of 120 in the launch test);
+# the transport faults these tests guard against lose 22-72 % (bench/RESULTS.md, Fast DDS
+# without the large-image profile). The < 1 % target is bench/bench_transport.py's.
+MAX_FRAME_LOSS = 0.1
 
 
 def load_pairs(data_dir: Path, count: int, source: str = 'msrs') -> list[tuple]:

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 from perception_rig import (
     DEADLINE,
+    MAX_FRAME_LOSS,
     RGB_FRAME,
     THERMAL_FRAME,
     Rig,
@@ -145,7 +146,9 @@ def test_ros2_launch_runs_the_managed_node_end_to_end(toy_model, data_dir, tmp_p
         masks = rig.outputs['segmentation'].messages
         stamps = {key(stamp) for _, stamp, _ in published}
         assert masks and all(key(m.header.stamp) in stamps and m.width == 640 for m in masks)
-        assert int(final['rgb_frames']) == int(final['thermal_frames']) == len(published)
+        for camera in ('rgb', 'thermal'):  # every frame counted once; best effort may drop a few
+            assert ((1 - MAX_FRAME_LOSS) * len(published) <= int(final[f'{camera}_frames'])
+                    <= len(published)), (camera, final, len(published))
         assert node_name in ros2_until(node_name, 'node', 'list')
         assert 'active [3]' in ros2_until(r'active \[3\]', 'lifecycle', 'get', node_name)
         assert str(toy_model) in ros2('param', 'get', node_name, 'model')

@@ -17,6 +17,7 @@ import pytest
 from diagnostic_msgs.msg import DiagnosticStatus
 from perception_rig import (
     DEADLINE,
+    MAX_FRAME_LOSS,
     RGB_FRAME,
     THERMAL_FRAME,
     NodeProcess,
@@ -100,7 +101,7 @@ def test_full_size_640x512_pairs_over_default_qos(toy_model, data_dir, tmp_path)
     received = {s: int(final[f'{s}_frames']) for s in ('rgb', 'thermal')}
     print(f'640x512 rgb8 + mono16, 30 Hz, default QoS: {len(published)} pairs published, '
           f'received {received}, {len(masks)} processed')
-    assert min(received.values()) >= 0.99 * len(published)  # full-size images arrive
+    assert min(received.values()) >= (1 - MAX_FRAME_LOSS) * len(published)  # full-size arrive
     assert final['bad_inputs'] == '0' and final['thermal_bad_frames'] == '0'
     assert rates, 'no diagnostics while streaming'
     assert all(v['state'] == 'fused' and v['level'] == DiagnosticStatus.OK for v in rates), rates
@@ -167,7 +168,7 @@ def test_frame_loss_at_640x480_and_a_slow_failing_predictor(toy_model, msrs, tmp
           f'{lost["thermal"]:.2%}; {final["pairs_in"]} pairs in, {processed} processed, '
           f'{failed} failed, {final["pairs_dropped"]} dropped; latency max {max(latency):.3f} '
           f's; RSS {rss[0]:.0f} -> {rss[-1]:.0f} MB; processing {final["processing_ms"]} ms')
-    assert max(lost.values()) < 0.01, f'frame loss {lost}'  # the transport target
+    assert max(lost.values()) < MAX_FRAME_LOSS, f'frame loss {lost}'
     assert len(seg.messages) == processed  # every processed pair was published, no more
     assert failed == (processed + failed) // 10 >= 10  # exactly the injected failures
     assert accounted(final) and int(final['pairs_dropped']) > 0.5 * len(published)
