@@ -6,11 +6,21 @@ activate again (reloaded), cleanup and shutdown, and feeds it JPEG CompressedIma
 ``compressed`` transport) with raw mono8 thermal, 640x480.
 """
 
+import time
+
 import cv2
 import pytest
 from lifecycle_msgs.msg import Transition
 from lifecycle_msgs.srv import ChangeState, GetState
-from perception_rig import RGB_FRAME, THERMAL_FRAME, image_msg, load_pairs, running, stream
+from perception_rig import (
+    DEADLINE,
+    RGB_FRAME,
+    THERMAL_FRAME,
+    image_msg,
+    load_pairs,
+    running,
+    stream,
+)
 from sensor_msgs.msg import CompressedImage
 
 SERVICE = 'univ_perception/'
@@ -53,9 +63,14 @@ def test_lifecycle_loads_runs_releases_and_reloads_the_model(toy_model, cameras,
 
         transition(rig, Transition.TRANSITION_ACTIVATE)
         rig.wait_for_node(node)
-        stream(rig, 3.0, lambda i: cameras[i % 4])
-        rig.wait_for_status(lambda v: v['state'] == 'fused' and int(v['pairs_processed']) > 0,
-                            'fused outputs')
+        # stream until a status says 'fused' (on a loaded CPU the first ones may lag), then
+        # wait for outputs: by then the silent cameras may already have made it 'waiting'
+        deadline = time.monotonic() + DEADLINE
+        while not any(v['state'] == 'fused' for _, v in rig.statuses()):
+            assert time.monotonic() < deadline, 'never fused while both cameras streamed'
+            stream(rig, 1.0, lambda i: cameras[i % 4])
+        rig.wait_for_status(lambda v: int(v['pairs_processed']) > 0, 'outputs')
+        rig.wait_until(lambda: rig.outputs['segmentation'].messages, DEADLINE, 'masks')
         first_run = len(rig.outputs['segmentation'].messages)
         assert first_run > 0 and all(m.header.frame_id == RGB_FRAME and m.width == 640
                                      for m in rig.outputs['segmentation'].messages)
