@@ -4,8 +4,9 @@ usage: python test/ros_camera.py TOPIC RATE_HZ SECONDS [--latency S]
 
 Each frame is stamped with the node clock at "capture", then published ``--latency`` seconds
 later (a camera pipeline's delay), at RATE_HZ from its own clock, so two such processes are
-unsynchronised cameras. Reliable QoS: the recorder must see every frame. Starts publishing
-once a subscriber is matched.
+unsynchronised cameras. Reliable QoS: the recorder must see every frame. Once a subscriber is
+matched it prints ``ready`` and starts publishing when a line arrives on stdin, so a test can
+start several cameras together however long each took to start (seconds apart under load).
 """
 
 import argparse
@@ -34,6 +35,8 @@ def main() -> int:
     deadline = time.monotonic() + 60
     while publisher.get_subscription_count() == 0 and time.monotonic() < deadline:
         time.sleep(0.05)
+    print('ready', flush=True)
+    sys.stdin.readline()
     start = time.monotonic()
     for k in range(int(args.seconds * args.rate)):
         time.sleep(max(0.0, start + k / args.rate - time.monotonic()))

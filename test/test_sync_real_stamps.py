@@ -47,12 +47,19 @@ def record() -> list[tuple[str, Image]]:
     executor.add_node(node)
     spinner = threading.Thread(target=executor.spin, daemon=True)
     spinner.start()
+    pipes = {'stdin': subprocess.PIPE, 'stdout': subprocess.PIPE, 'text': True}
     cameras = [
         subprocess.Popen([sys.executable, str(CAMERA), 'stamps/rgb', '30', str(SECONDS),
-                          '--latency', '0.025']),
-        subprocess.Popen([sys.executable, str(CAMERA), 'stamps/thermal', '9', str(SECONDS)]),
+                          '--latency', '0.025'], **pipes),
+        subprocess.Popen([sys.executable, str(CAMERA), 'stamps/thermal', '9', str(SECONDS)],
+                         **pipes),
     ]
     try:
+        for camera in cameras:  # each camera starts on its own time; under load seconds apart
+            assert camera.stdout.readline().strip() == 'ready'
+        for camera in cameras:
+            camera.stdin.write('go\n')
+            camera.stdin.flush()
         for camera in cameras:
             assert camera.wait(timeout=120) == 0
         time.sleep(0.2)  # let the executor hand over the last messages
@@ -72,6 +79,10 @@ def test_best_partner_pairing_on_real_stamps_beats_message_filters() -> None:
     rgb = [stamp_seconds(m.header) for s, m in received if s == 'rgb']
     thermal = [stamp_seconds(m.header) for s, m in received if s == 'thermal']
     assert len(rgb) >= 0.9 * 30 * SECONDS and len(thermal) >= 0.9 * 9 * SECONDS
+    # Both start on one signal, yet a starved process may begin a frame or two late: only the
+    # thermal frames inside the RGB stream's span are sure to have an RGB frame within 50 ms.
+    covered = [t for t in thermal if min(rgb) - SLOP <= t <= max(rgb) + SLOP]
+    assert len(covered) >= 0.9 * len(thermal)
     best = set()
     for t in thermal:  # the best pairing: each thermal frame with its nearest RGB frame
         r = min(rgb, key=lambda x: abs(x - t))
@@ -95,10 +106,11 @@ def test_best_partner_pairing_on_real_stamps_beats_message_filters() -> None:
         inputs[stream].signalMessage(msg)
 
     ours_best, theirs_best = len(set(ours) & best), len(set(theirs) & best)
-    print(f'{len(thermal)} thermal / {len(rgb)} RGB frames; best pairs {len(best)}; ours '
+    print(f'{len(thermal)} thermal ({len(covered)} in the RGB span) / {len(rgb)} RGB frames; '
+          f'best pairs {len(best)}; ours '
           f'{len(ours)} pairs, {ours_best} best; message_filters {len(theirs)} pairs, '
           f'{theirs_best} best')
-    assert len(best) >= len(thermal) - 1  # RGB at 30 Hz: a partner within 50 ms for each
+    assert len(best) >= len(covered) - 1  # RGB at 30 Hz: a partner within 50 ms for each
     assert ours_best >= len(best) - 1  # the last thermal frame may still wait for proof
     assert len(ours) == ours_best  # and no pair that is not the best one
     assert theirs_best < ours_best  # message_filters took nearer-in-arrival, not nearest
