@@ -31,18 +31,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help='safetensors/lora: univ pretrain output folder holding last.pt')
     parser.add_argument('--snapshot', type=Path,
                         help='lora: a lora_stepNNNNN.safetensors of the run instead of last.pt')
-    parser.add_argument('--tolerance', type=float, default=1e-3,
-                        help='largest max abs difference to PyTorch accepted')
+    parser.add_argument('--tolerance', type=float,
+                        help='largest max abs difference accepted: onnxruntime vs PyTorch (onnx, '
+                        'default 1e-3), merged vs unmerged LoRA (safetensors 1e-3, lora 1e-4)')
 
 
 def main(args: argparse.Namespace) -> int:
     """Entry point of ``univ export``."""
     if args.format in ('safetensors', 'lora') and args.from_pretrain is None:
         raise ValueError(f'--format {args.format} needs --from-pretrain RUN_DIR')
+    tolerance = () if args.tolerance is None else (args.tolerance,)  # None: each exporter's own
     if args.format == 'lora':
         from univ_core.export.merge import export_adapter
 
-        record = export_adapter(args.from_pretrain, args.out, args.snapshot)
+        record = export_adapter(args.from_pretrain, args.out, args.snapshot, *tolerance)
         print(f"univ export: adapter of {args.from_pretrain} (step {record['step']}) -> "
               f"{args.out} ({record['lora_parameters']:,} parameters, merged vs unmerged max "
               f"abs diff {record['merge_max_abs_diff']:.3g})")
@@ -50,7 +52,7 @@ def main(args: argparse.Namespace) -> int:
     if args.format == 'safetensors':
         from univ_core.export.merge import merge_pretrain_run
 
-        diff = merge_pretrain_run(args.from_pretrain, args.out, args.tolerance)
+        diff = merge_pretrain_run(args.from_pretrain, args.out, *tolerance)
         print(f'univ export: merged LoRA of {args.from_pretrain} -> {args.out} '
               f'(merged vs unmerged max abs diff {diff:.3g})')
         return 0
@@ -59,7 +61,7 @@ def main(args: argparse.Namespace) -> int:
 
     model, spec = load_model(Path(args.model) if args.model else default_model_path())
     size = tuple(args.input_size or spec.input_size)
-    diffs = export_onnx(model, spec, args.out, size, args.batch, args.opset, args.tolerance)
+    diffs = export_onnx(model, spec, args.out, size, args.batch, args.opset, *tolerance)
     print(f'univ export: {args.out} (input {args.batch}x3x{size[0]}x{size[1]}, batch dynamic)')
     for name, diff in diffs.items():
         print(f'  onnxruntime vs PyTorch max abs diff  {name:16s} {diff:.3g}')
