@@ -1,4 +1,4 @@
-"""PCCL pre-training on toy models: kill + resume, strict resume, DDP sync, clipping, config."""
+"""PCCL pre-training on toy models: kill + resume, strict resume, DDP sync, clipping, config, export."""
 
 import json
 import math
@@ -219,3 +219,23 @@ def test_paper_config_lists_the_official_mvip_sources_in_known_layouts(tmp_path:
         cv2.imwrite(str(root / 'images/training/x.png'), np.zeros((4, 4), np.uint8))
         cv2.imwrite(str(root / 'images/validation/y.png'), np.zeros((4, 4), np.uint8))
         assert [p.name for p in find_pairs(root, source.layout, source.split)] == ['x']
+
+
+def test_lora_export_refuses_a_merge_beyond_the_given_tolerance(toy_pairs: Path, tmp_path: Path,
+                                                                 capsys) -> None:
+    # A 1-step run on the real ViT-S/14 (export rebuilds the student from the embedded teacher).
+    from univ_ros.cli import main
+
+    run = tmp_path / 'run'
+    train(load_config(PretrainConfig, write_config(
+        tmp_path / 'c.yaml', toy_pairs, run, arch='vit_small_patch14_dinov2', weights='default',
+        backbone_overrides={}, img_size=28, max_steps=1, warmup_epochs=0, lr=0.05)))
+    out = tmp_path / 'adapter.safetensors'
+    assert main(['export', '--format', 'lora', '--from-pretrain', str(run), '--out', str(out),
+                 '--tolerance', '1e-12']) == 1
+    assert '> 1e-12; not written' in capsys.readouterr().err
+    assert not out.exists() and not out.with_suffix('.json').exists()
+    assert main(['export', '--format', 'lora', '--from-pretrain', str(run), '--out',
+                 str(out), '--tolerance', '1e-3']) == 0
+    record = json.loads(out.with_suffix('.json').read_text())
+    assert 1e-12 < record['merge_max_abs_diff'] <= 1e-3 and record['step'] == 1
