@@ -1,4 +1,4 @@
-"""PCCL pre-training on toy models: kill + resume, strict resume, DDP sync, clipping, config, export."""
+"""PCCL pre-training on toy models (kill + resume, strict resume, DDP, clipping), LoRA export."""
 
 import json
 import math
