@@ -21,6 +21,17 @@ if [ -n "${ROS_DISTRO:-}" ] && "$PYTHON" -c 'import rclpy' 2>/dev/null; then
   log "using the sourced ROS 2 $ROS_DISTRO (rclpy from $("$PYTHON" -c 'import rclpy,os;print(os.path.dirname(rclpy.__file__))'))"
 fi
 
+# A new .venv takes ~7 GB (PyTorch's CUDA build alone ~5.6 GB): say so before pip runs out of disk.
+need_gb=${UNIV_SETUP_NEED_GB:-8}
+if ! { [ -x .venv/bin/python ] && .venv/bin/python -c 'import torch' 2>/dev/null; }; then
+  free_gb=$(df -Pk . | awk 'NR==2 {print int($4 / 1048576)}')
+  if [ "$free_gb" -lt "$need_gb" ]; then
+    echo "[setup] $free_gb GB free on the disk of $PWD; a new .venv needs ~$need_gb GB (PyTorch" \
+         "and its CUDA libraries): free some space and re-run" >&2
+    exit 1
+  fi
+fi
+
 if [ ! -x .venv/bin/python ]; then
   log "creating .venv with $("$PYTHON" --version)"
   if [ "$system_ros" = 1 ]; then "$PYTHON" -m venv --system-site-packages .venv; else "$PYTHON" -m venv .venv; fi
