@@ -25,11 +25,11 @@ REPO = Path(__file__).resolve().parents[1]
 SIDECAR = json.loads(DEFAULT_MODEL.with_suffix('.json').read_text())
 # a little below what the shipped model measures (its sidecar): a regression fails CI
 FLOORS = {
-    'msrs_rgb_map50': 0.20,  # measured 0.220
-    'msrs_ir_map50': 0.07,  # 0.090
-    'llvip_ir_map50': 0.70,  # LLVIP labels persons only: = thermal person AP50; 0.753
-    'roadscene_day_rgb_miou': 0.27,  # 0.303
-    'roadscene_day_ir_miou': 0.27,  # 0.298
+    'msrs_rgb_map50': 0.32,  # measured 0.354
+    'msrs_ir_map50': 0.16,  # 0.189
+    'llvip_ir_map50': 0.75,  # LLVIP labels persons only: = thermal person AP50; 0.807
+    'roadscene_day_rgb_miou': 0.36,  # 0.399
+    'roadscene_day_ir_miou': 0.32,  # 0.359
 }
 
 
@@ -81,17 +81,24 @@ def test_held_out_accuracy_stays_above_the_floors(results):
     assert not low, f'below the floor: {low}'
 
 
+def test_the_common_truth_is_harder_than_a_cameras_own_boxes(results):
+    """RGB misses the thermal-only objects (night pedestrians) that the union of boxes holds."""
+    det = results['detection']['msrs']
+    assert det['vs_either']['rgb']['map50'] < det['rgb']['map50']
+
+
+@pytest.mark.xfail(strict=True, reason='issue 11, open: on msrs_mini the default model'
+                   ' fused mAP50 is 0.003 below RGB alone on the common truth (0.255 vs 0.258); '
+                   'strict: passing fails this test, so the marker goes when fusion is fixed')
 def test_fused_scores_at_least_the_better_camera_on_the_common_truth(results):
     """msrs_mini: every camera choice against the objects either camera's boxes hold."""
     det = results['detection']['msrs']
     single = {m: det['vs_either'][m]['map50'] for m in ('rgb', 'ir')}
     assert det['fused']['map50'] >= max(single.values()), single
-    # the union is a harder truth than a camera's own boxes: RGB misses thermal-only objects
-    assert single['rgb'] < det['rgb']['map50']
 
 
 @pytest.mark.xfail(strict=True, reason='issue 11, open: on LLVIP (night, one box list for both '
-                   'cameras) fused person AP50 is below thermal alone (0.638 vs 0.753); strict: '
+                   'cameras) fused person AP50 is below thermal alone (0.765 vs 0.807); strict: '
                    'passing fails this test, so the marker goes when fusion is fixed there')
 def test_fused_scores_at_least_thermal_on_llvip_night_pairs(results):
     det = results['detection']['llvip']
