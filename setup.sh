@@ -5,6 +5,7 @@
 # (editable, registered in the venv's ament index) and the default teacher weights.
 #   ./setup.sh            PYTHON=python3.12 ./setup.sh            UNIV_TORCH="torch==X torchvision==Y" ./setup.sh
 #   UNIV_ROS_SRC=/path/to/shared/ros ./setup.sh   (the upstream ROS Python sources; default ../shared/ros)
+#   UNIV_SETUP_NEED_GB=N ./setup.sh   (free disk a new .venv must find, default 8)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
 PYTHON=${PYTHON:-python3}
