@@ -36,3 +36,18 @@ def test_head_only_finetune_writes_a_model_the_predictor_and_eval_use(data_dir, 
     # checks this on a trained model)
     assert metrics['ir']['map50'] == pytest.approx(coco_ap50(predictor, held, 'ir'), abs=1e-6)
 
+
+
+def test_seg_class_weights_count_the_labelled_pixels_of_every_view():
+    import torch
+
+    from univ_core.train.finetune import seg_class_weights
+
+    masks = [torch.tensor([[0, 0, 0, 255]]), torch.tensor([[0, 0, 0, 0], [0, 0, 1, 255]])]
+    samples = [(None, {'mask': m}) for m in masks]  # class 0: 9 px, class 1: 1 px, 2 ignored
+    cfg = FinetuneConfig(task='det+seg', seg_class_balance=0.5)
+    weights = seg_class_weights(samples, cfg, num_classes=3)
+    assert weights[1] / weights[0] == pytest.approx(3.0)  # sqrt(9 / 1)
+    assert (weights[0] * 9 + weights[1]) / 10 == pytest.approx(1.0)
+    assert seg_class_weights(samples, FinetuneConfig(task='det+seg'), 3) is None  # default
+    assert seg_class_weights(samples, FinetuneConfig(task='det', seg_class_balance=0.5), 3) is None

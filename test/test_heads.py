@@ -10,6 +10,7 @@ from univ_core.models.heads import (
     FCOSDetector,
     UPerNetHead,
     point_anchors,
+    balanced_class_weights,
     segmentation_loss,
 )
 from univ_core.models.perception import DET_LEVELS, PerceptionModel, create_perception_model
@@ -106,6 +107,32 @@ def test_seg_loss_ignores_255():
     assert segmentation_loss(logits, all_ignored).item() == 0.0
     with pytest.raises(ValueError, match='class ids'):
         segmentation_loss(logits, torch.full_like(targets, 3))
+
+
+def test_balanced_class_weights_lift_rare_classes_and_keep_the_pixel_average():
+    counts = torch.tensor([900.0, 100.0, 0.0])  # class 2 never labelled
+    assert torch.allclose(balanced_class_weights(counts, 0.0), torch.ones(3))
+    weights = balanced_class_weights(counts, 0.5)
+    assert torch.isclose(weights[1] / weights[0], torch.tensor(3.0))  # sqrt(900 / 100)
+    assert torch.isclose((weights[:2] * counts[:2]).sum() / counts.sum(), torch.tensor(1.0))
+    assert weights[2] == weights[:2].max()
+    with pytest.raises(ValueError, match='power'):
+        balanced_class_weights(counts, -1.0)
+
+
+def test_weighted_seg_loss_is_the_weighted_pixel_average():
+    torch.manual_seed(0)
+    logits = torch.randn(1, 3, 4, 4)
+    targets = torch.randint(0, 3, (1, 4, 4))
+    targets[0, 0] = 255
+    weights = torch.tensor([0.5, 1.0, 4.0])
+    per_pixel = torch.nn.functional.cross_entropy(logits, targets.clamp_max(2),
+                                                  reduction='none')
+    valid = targets != 255
+    w = weights[targets.clamp_max(2)] * valid
+    want = (per_pixel * w).sum() / w.sum()
+    assert torch.allclose(segmentation_loss(logits, targets, class_weights=weights), want)
+    assert not torch.allclose(segmentation_loss(logits, targets), want)
 
 
 def test_point_anchors_centred_on_cells_with_float_strides():

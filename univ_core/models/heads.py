@@ -121,7 +121,8 @@ class FCNHead(nn.Module):
 
 
 def segmentation_loss(
-    logits: torch.Tensor, targets: torch.Tensor, ignore_index: int = 255
+    logits: torch.Tensor, targets: torch.Tensor, ignore_index: int = 255,
+    class_weights: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Pixel cross-entropy, averaged over non-ignored pixels (0 if every pixel is ignored).
 
@@ -129,6 +130,8 @@ def segmentation_loss(
         logits: (B, K, h, w) float32; bilinearly upsampled to the targets' size first.
         targets: (B, H, W) int64 class ids in [0, K), or ``ignore_index``.
         ignore_index: target value that contributes nothing.
+        class_weights: (K,) weight of a pixel of each true class, or None (all 1); the
+            average is then weighted (sum of weighted losses / sum of the pixels' weights).
 
     Returns:
         Scalar float32 loss.
@@ -141,8 +144,38 @@ def segmentation_loss(
         raise ValueError(f'seg targets: class ids must be in [0, {logits.shape[1]}) or '
                          f'{ignore_index} (ignored)')
     logits = _resize(logits, targets.shape[-2:])  # (B, K, H, W)
-    total = F.cross_entropy(logits.float(), targets, ignore_index=ignore_index, reduction='sum')
-    return total / valid.sum().clamp_min(1)
+    total = F.cross_entropy(logits.float(), targets, weight=class_weights,
+                            ignore_index=ignore_index, reduction='sum')
+    if class_weights is None:
+        return total / valid.sum().clamp_min(1)
+    return total / class_weights[targets[valid]].sum().clamp_min(1e-6)
+
+
+def balanced_class_weights(pixel_counts: torch.Tensor, power: float) -> torch.Tensor:
+    """Per-class pixel weights ``count ** -power``, scaled to a pixel-average of 1.
+
+    ``power`` 0 weighs every pixel alike; 0.5 (inverse square-root frequency) lifts rare
+    classes (vegetation at ~1 % of the labelled pixels) without letting a class of a few
+    pixels dominate, as inverse frequency (1.0) would. Classes with no pixel get the largest
+    weight of the others (they never occur in the targets those counts came from).
+
+    Args:
+        pixel_counts: (K,) labelled pixels per class in the training targets.
+        power: exponent, >= 0.
+
+    Returns:
+        (K,) float32 weights.
+    """
+    counts = pixel_counts.double()
+    if power < 0 or counts.sum() <= 0:
+        raise ValueError(f'class weights: power must be >= 0 and some pixel labelled, got '
+                         f'power {power}, {int(counts.sum())} pixels')
+    present = counts > 0
+    weights = torch.zeros_like(counts)
+    weights[present] = counts[present] ** -power
+    weights /= (weights * counts).sum() / counts.sum()  # labelled pixels average weight 1
+    weights[~present] = weights[present].max()
+    return weights.float()
 
 
 def point_anchors(

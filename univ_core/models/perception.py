@@ -121,6 +121,7 @@ class PerceptionModel(nn.Module):
         seg_targets: torch.Tensor | None = None,
         det_targets: list[dict[str, torch.Tensor]] | None = None,
         maps: torch.Tensor | list[torch.Tensor] | None = None,
+        seg_class_weights: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """Weighted training losses; their sum is the objective.
 
@@ -131,6 +132,8 @@ class PerceptionModel(nn.Module):
                 int64 0-based; or None.
             maps: cached :meth:`backbone_maps` output used instead of ``images`` (frozen
                 backbone only).
+            seg_class_weights: (K,) per-class pixel weights of the segmentation losses
+                (:func:`~univ_core.models.heads.balanced_class_weights`), or None.
 
         Returns:
             ``seg``, ``seg_aux`` (x ``aux_weight``), ``det_classification``,
@@ -146,9 +149,10 @@ class PerceptionModel(nn.Module):
         losses: dict[str, torch.Tensor] = {}
         if seg_targets is not None:
             losses['seg'] = segmentation_loss(
-                self.seg_head(features), seg_targets, self.ignore_index)
+                self.seg_head(features), seg_targets, self.ignore_index, seg_class_weights)
             if self.aux_head is not None:
-                aux = segmentation_loss(self.aux_head(features[2]), seg_targets, self.ignore_index)
+                aux = segmentation_loss(self.aux_head(features[2]), seg_targets,
+                                        self.ignore_index, seg_class_weights)
                 losses['seg_aux'] = self.aux_weight * aux
         if det_targets is not None:
             for name, value in self.det_head.loss(features[DET_LEVELS], det_targets).items():

@@ -20,6 +20,7 @@ from tqdm import tqdm
 from univ_core.data.home import data_home
 from univ_core.data.thermal import ThermalNorm
 from univ_core.inference.preprocess import Preprocessor
+from univ_core.models.heads import balanced_class_weights
 from univ_core.models.model_file import DEFAULT_INPUT_SIZE, ModelSpec, build_model, save_model
 from univ_core.models.univ_weights import UNIV_ADAPTER, read_lora
 from univ_core.models.weights import DEFAULT_ARCH
@@ -47,6 +48,7 @@ class FinetuneConfig:
     freeze_backbone: bool = True  # head only (features cached) vs full fine-tuning
     views: int = 1  # cached views per image: the frame, its mirror, then random crops
     crop_scale: tuple[float, float] = (0.5, 1.0)  # side fraction of the random-crop views
+    seg_class_balance: float = 0.0  # seg pixel weight count**-p per class (0: all alike)
     epochs: int = 30  # passes over the training images
     batch_size: int = 4  # images per step
     lr: float = 1e-3  # peak lr (heads); full fine-tuning: 1e-4
@@ -114,7 +116,18 @@ def _half(maps: torch.Tensor | list[torch.Tensor]) -> torch.Tensor | list[torch.
     return [m.half() for m in maps] if isinstance(maps, list) else maps.half()
 
 
-def step_losses(model, batch: list, cfg: FinetuneConfig, device) -> dict[str, torch.Tensor]:
+def seg_class_weights(samples: list, cfg: FinetuneConfig, num_classes: int
+                      ) -> torch.Tensor | None:
+    """(K,) segmentation class weights from the training views' pixels, or None (unweighted)."""
+    if 'seg' not in cfg.task or cfg.seg_class_balance == 0:
+        return None
+    counts = sum(torch.bincount(t['mask'][t['mask'] < num_classes].flatten().long(),
+                                minlength=num_classes) for _, t in samples)
+    return balanced_class_weights(counts, cfg.seg_class_balance)
+
+
+def step_losses(model, batch: list, cfg: FinetuneConfig, device,
+                class_weights: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     """The task's losses on a list of (input or maps, targets)."""
     xs = [x for x, _ in batch]
     if isinstance(xs[0], torch.Tensor):
@@ -127,6 +140,7 @@ def step_losses(model, batch: list, cfg: FinetuneConfig, device) -> dict[str, to
                                   'labels': t['labels'].to(device)} for _, t in batch]
     if 'seg' in cfg.task:
         kwargs['seg_targets'] = torch.stack([t['mask'] for _, t in batch]).to(device)
+        kwargs['seg_class_weights'] = None if class_weights is None else class_weights.to(device)
     if cfg.freeze_backbone:
         return model.losses(None, maps=inputs, **kwargs)
     return model.losses(inputs, **kwargs)
@@ -145,6 +159,7 @@ def finetune(cfg: FinetuneConfig, resume: bool = False, quiet: bool = False) -> 
         model.freeze_backbone()
     prep = Preprocessor(cfg.input_size, ThermalNorm(), device)
     samples = training_samples(model, train_data, cfg, prep, device, quiet)
+    class_weights = seg_class_weights(samples, cfg, len(spec.seg_classes or []))
     optimizer = torch.optim.AdamW(param_groups(model, cfg), lr=cfg.lr)
     per_epoch = max(len(samples) // cfg.batch_size, 1)
     total = cfg.epochs * per_epoch
@@ -171,7 +186,7 @@ def finetune(cfg: FinetuneConfig, resume: bool = False, quiet: bool = False) -> 
                 batch = [samples[j] for j in order[i * cfg.batch_size:(i + 1) * cfg.batch_size]]
                 for group in optimizer.param_groups:
                     group['lr'] = lrs[step] * group['lr_scale']
-                losses = step_losses(model, batch, cfg, device)
+                losses = step_losses(model, batch, cfg, device, class_weights)
                 loss = sum(losses.values())
                 if not torch.isfinite(loss):
                     raise FloatingPointError(f'loss is {loss.item()} at step {step}')
@@ -203,6 +218,7 @@ def finetune(cfg: FinetuneConfig, resume: bool = False, quiet: bool = False) -> 
         'model': str(path), 'steps': step, 'samples': len(samples),
         'det_classes': spec.det_classes, 'seg_classes': spec.seg_classes,
         'final_loss': final_loss,
+        'seg_class_weights': None if class_weights is None else class_weights.tolist(),
         'seconds': round(time.perf_counter() - t0, 1)})
     return path
 
