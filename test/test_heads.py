@@ -9,8 +9,8 @@ from univ_core.models.heads import (
     FCNHead,
     FCOSDetector,
     UPerNetHead,
-    point_anchors,
     balanced_class_weights,
+    point_anchors,
     segmentation_loss,
 )
 from univ_core.models.perception import DET_LEVELS, PerceptionModel, create_perception_model

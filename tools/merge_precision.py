@@ -4,7 +4,8 @@ On the real images of a pre-training run's held-out pairs (RGB and thermal, at t
 size) and on random images: max abs token difference merged vs unmerged (fp32), and each fp32
 model's distance to the unmerged student computed in float64 (the exact result, up to 1e-15).
 
-    .venv/bin/python tools/merge_precision.py runs/pretrain_224a5 runs/pretrain_224a5/lora_step00120.safetensors
+    .venv/bin/python tools/merge_precision.py runs/pretrain_224a5 \
+        runs/pretrain_224a5/lora_step00120.safetensors
 """
 
 import argparse
@@ -23,6 +24,7 @@ from univ_core.models.model_file import DEFAULT_INPUT_SIZE
 
 
 def main() -> int:
+    """Print the differences as JSON."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('run', type=Path, help='a univ pretrain run folder')
     parser.add_argument('snapshot', type=Path, nargs='?', help='a LoRA snapshot of that run')
