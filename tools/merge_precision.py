@@ -18,7 +18,7 @@ import torch
 from univ_core.data.joint_transforms import PairedRandomResizedCrop
 from univ_core.data.paired import PairedRgbtDataset
 from univ_core.eval.alignment import load_heldout
-from univ_core.export.merge import _run_student, merge_difference
+from univ_core.export.merge import merge_difference, run_student
 from univ_core.models.lora import load_lora_strict, lora_state, merge_lora
 from univ_core.models.model_file import DEFAULT_INPUT_SIZE
 
@@ -29,7 +29,7 @@ def main() -> int:
     parser.add_argument('run', type=Path, help='a univ pretrain run folder')
     parser.add_argument('snapshot', type=Path, nargs='?', help='a LoRA snapshot of that run')
     args = parser.parse_args()
-    _, _, student = _run_student(args.run, args.snapshot)
+    _, _, student = run_student(args.run, args.snapshot)
     half = {n: p.detach().half().float() for n, p in lora_state(student).items()}
     load_lora_strict(student, half, 'fp16 adapter')  # what the exported adapter holds
     merged = merge_lora(student).eval()

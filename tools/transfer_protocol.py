@@ -35,11 +35,14 @@ def mean_sd(values: list[float]) -> str:
     return f'{statistics.mean(values):.3f} ± {sd:.3f}'
 
 
-def run_one(backbone: str, trained_on: str, seed: int, epochs: int, out: Path) -> dict:
-    """Train one head and score it on the held-out pairs' IR and RGB images."""
+def run_one(backbone: str, trained_on: str, seed: int, epochs: int, out: Path,
+            held: dict) -> dict:
+    """Train one head and score it on the held-out pairs' IR and RGB images.
+
+    ``held``: :func:`~univ_core.eval.benchmark.detection_sets` (msrs and llvip pairs).
+    """
     train = Split(str(data_home() / 'msrs_mini'), 'msrs_det', 'train',
                   exclude_evaluation_pairs=True)
-    held = detection_sets(data_home())
     start = time.perf_counter()
     model = finetune(FinetuneConfig(task='det', modality=trained_on, data=train,
                                     backbone=backbone, epochs=epochs, seed=seed,
@@ -99,12 +102,14 @@ def main() -> int:
     parser.add_argument('--out', type=Path, default=Path('runs/transfer'))
     args = parser.parse_args()
     backbones = {'teacher': 'default', 'univ': args.univ}
+    held = detection_sets(data_home())  # opened once for every run
     rows = []
     for name, backbone in backbones.items():
         for trained_on in args.trained_on:
             for seed in args.seeds:
                 row = {'backbone': name, **run_one(backbone, trained_on, seed, args.epochs,
-                                                   args.out / f'{name}_{trained_on}_s{seed}')}
+                                                   args.out / f'{name}_{trained_on}_s{seed}',
+                                                   held)}
                 rows.append(row)
                 print(json.dumps(row), flush=True)
                 write_json(args.out / 'summary.json', {  # after every run: a kill keeps the rest

@@ -17,7 +17,7 @@ from univ_core.train.config import from_dict, to_dict
 from univ_core.train.pretrain import PretrainConfig, build_models
 
 
-def _run_student(run_dir: Path, snapshot: Path | None = None):
+def run_student(run_dir: Path, snapshot: Path | None = None):
     """(config, step, LoRA student in eval mode) of a run: from last.pt or a LoRA snapshot."""
     checkpoint = Path(run_dir) / 'last.pt'
     state = load_state(checkpoint)
@@ -59,7 +59,7 @@ def export_adapter(run_dir: Path, out: Path, snapshot: Path | None = None,
     from univ_core.models.univ_weights import save_lora
     from univ_core.train.default_model import git_commit
 
-    cfg, step, student = _run_student(run_dir, snapshot)
+    cfg, step, student = run_student(run_dir, snapshot)
     half = {n: p.detach().half().float() for n, p in lora_state(student).items()}
     load_lora_strict(student, half, 'fp16 adapter')
     diff = merge_difference(student, merge_lora(student), cfg.img_size)
@@ -95,7 +95,7 @@ def merge_pretrain_run(run_dir: Path, out: Path, tolerance: float = 1e-3,
     Returns:
         Max abs difference of the patch tokens, merged vs unmerged, on two random images.
     """
-    cfg, step, student = _run_student(run_dir)
+    cfg, step, student = run_student(run_dir)
     merged = merge_lora(student)
     diff = merge_difference(student, merged, cfg.img_size, seed)
     if diff > tolerance:

@@ -128,7 +128,7 @@ def seg_class_weights(samples: list, cfg: FinetuneConfig, num_classes: int
 
 def step_losses(model, batch: list, cfg: FinetuneConfig, device,
                 class_weights: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-    """The task's losses on a list of (input or maps, targets)."""
+    """The task's losses on a list of (input or maps, targets); class_weights on ``device``."""
     xs = [x for x, _ in batch]
     if isinstance(xs[0], torch.Tensor):
         inputs = torch.cat(xs).to(device).float()  # images (B,3,h,w) or ViT maps (B,D,h',w')
@@ -140,7 +140,7 @@ def step_losses(model, batch: list, cfg: FinetuneConfig, device,
                                   'labels': t['labels'].to(device)} for _, t in batch]
     if 'seg' in cfg.task:
         kwargs['seg_targets'] = torch.stack([t['mask'] for _, t in batch]).to(device)
-        kwargs['seg_class_weights'] = None if class_weights is None else class_weights.to(device)
+        kwargs['seg_class_weights'] = class_weights
     if cfg.freeze_backbone:
         return model.losses(None, maps=inputs, **kwargs)
     return model.losses(inputs, **kwargs)
@@ -160,6 +160,8 @@ def finetune(cfg: FinetuneConfig, resume: bool = False, quiet: bool = False) -> 
     prep = Preprocessor(cfg.input_size, ThermalNorm(), device)
     samples = training_samples(model, train_data, cfg, prep, device, quiet)
     class_weights = seg_class_weights(samples, cfg, len(spec.seg_classes or []))
+    if class_weights is not None:
+        class_weights = class_weights.to(device)  # once, not per step
     optimizer = torch.optim.AdamW(param_groups(model, cfg), lr=cfg.lr)
     per_epoch = max(len(samples) // cfg.batch_size, 1)
     total = cfg.epochs * per_epoch
