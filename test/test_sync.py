@@ -263,6 +263,41 @@ def test_rate_is_not_inflated_by_bursts_of_late_callbacks():
     assert watch.rate('rgb') == pytest.approx(30, rel=0.05)
 
 
+def test_rate_from_stamps_is_the_cameras_through_a_callback_stall():
+    """A 30 Hz camera whose callbacks stall for 0.4 s and then catch up: the stamps still say
+    30 Hz (counting arrivals in the window said 24 during the stall: the node-test flake)."""
+    clock = FakeClock()
+    watch = StreamWatch(stale_after=0.5, clock=clock)
+    stamp = 1000.0
+    for k in range(90):  # 3 s at 30 Hz; frames 60..71 are delivered 0.4 s late, together
+        stamp += PERIOD
+        clock.now += PERIOD
+        if 60 <= k < 72:
+            if k == 71:  # the burst
+                clock.now += 1e-4
+                for j in range(12):
+                    watch.tick('rgb', stamp - (11 - j) * PERIOD)
+            continue
+        watch.tick('rgb', stamp)
+        if k == 59:
+            clock.now += 0.39  # the stall: nothing arrives, then the first late frame
+            assert watch.rate('rgb') == pytest.approx(30, rel=1e-6)
+    assert watch.rate('rgb') == pytest.approx(30, rel=1e-6)
+
+
+def test_rate_starts_over_when_stamps_go_back():
+    clock = FakeClock()
+    watch = StreamWatch(stale_after=0.5, clock=clock)
+    for k in range(30):  # a bag at 10 Hz stamps, then it loops to its first stamp
+        clock.now += 0.1
+        watch.tick('rgb', 50.0 + 0.1 * (k % 15))
+    assert watch.rate('rgb') == pytest.approx(10, rel=1e-6)
+    for _ in range(5):  # unset header stamps (0): arrivals counted instead
+        clock.now += 0.1
+        watch.tick('thermal', 0.0)
+    assert watch.rate('thermal') == pytest.approx(10, rel=1e-6)
+
+
 def test_stream_watch_never_started_streams_go_stale_and_restart_gives_grace():
     clock = FakeClock()
     watch = StreamWatch(stale_after=1.0, clock=clock)

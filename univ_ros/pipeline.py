@@ -122,7 +122,7 @@ class Pipeline:
         if not self.watch.live_streams():  # start-up, or every camera was silent: liveness
             self.watch.restart()  # counts from this first image, so its partner is awaited
         self.seen.add(frame.stream)
-        self.watch.tick(frame.stream)
+        self.watch.tick(frame.stream, frame.stamp)
         self.stats.good(frame.stream, masked)
         other = 'thermal' if frame.stream == 'rgb' else 'rgb'
         if len(self.params.streams) == 1 or other in self.watch.stale_streams():

@@ -26,9 +26,10 @@ class StreamWatch:
     A stream is usable (live) while it delivered a *good* image within the last ``stale_after``
     seconds (counted from the watch's creation or :meth:`restart` until its first one). A
     stream sending only bad images (undecodable, wrong size, not finite) is as unusable as a
-    silent one; :meth:`reason` tells the two apart. The rate counts every arrival, good or bad,
-    over the last :data:`RATE_WINDOW` seconds, so bursts of late callbacks do not inflate it.
-    Thread-safe.
+    silent one; :meth:`reason` tells the two apart. The rate is the camera's: measured between
+    the header stamps of the images that arrived in the last :data:`RATE_WINDOW` seconds, so
+    callbacks that stall and then run in a burst neither lower nor inflate it. Arrivals without
+    a stamp (bad images, unset headers) are counted over the whole window instead. Thread-safe.
 
     Args:
         streams: stream names, e.g. ('rgb', 'thermal').
@@ -50,7 +51,9 @@ class StreamWatch:
         self.stale_after = stale_after
         self._clock = clock
         self._lock = threading.Lock()
-        self._arrivals = {s: deque() for s in self.streams}  # arrival times, last RATE_WINDOW s
+        # (arrival time, header stamp or None) of the last RATE_WINDOW s
+        self._arrivals: dict[str, deque[tuple[float, float | None]]] = {
+            s: deque() for s in self.streams}
         self._first: dict[str, float] = {}  # first arrival of each stream
         self._reported_stale = dict.fromkeys(self.streams, False)
         self.restart()
@@ -62,30 +65,34 @@ class StreamWatch:
             self._good = {s: now for s in self.streams}  # last good image (or the start)
             self._bad: dict[str, tuple[float, str]] = {}  # last bad image: (time, why)
 
-    def tick(self, stream: str) -> None:
-        """A good image of ``stream`` arrived now."""
-        now = self._arrived(stream)
+    def tick(self, stream: str, stamp: float | None = None) -> None:
+        """A good image of ``stream`` arrived now; ``stamp``: its header stamp, seconds."""
+        now = self._arrived(stream, stamp)
         with self._lock:
             self._good[stream] = now
 
     def bad(self, stream: str, why: str) -> None:
         """A bad image of ``stream`` arrived now; ``why`` says what was wrong with it."""
-        now = self._arrived(stream)
+        now = self._arrived(stream, None)
         with self._lock:
             self._bad[stream] = (now, why)
 
     def rate(self, stream: str) -> float:
-        """Arrivals per second over the last :data:`RATE_WINDOW` s (0.0 while silent).
+        """Images per second of the last :data:`RATE_WINDOW` s of arrivals (0.0 while silent).
 
-        Counted over the whole window, not between its first and last arrival, so callbacks
-        that run late and in bursts do not inflate it.
+        From their header stamps when all have one (the camera's clock: node-side stalls cancel
+        out); otherwise arrivals counted over the whole window, not between the first and last
+        one, so callbacks that run late and in bursts do not inflate it.
         """
         self._check(stream)
         now = self._clock()
         with self._lock:
             arrivals, first = self._trim(stream, now), self._first.get(stream)
-            if not arrivals or first is None or now - arrivals[-1] > self.stale_after:
+            if not arrivals or first is None or now - arrivals[-1][0] > self.stale_after:
                 return 0.0
+            stamps = [stamp for _, stamp in arrivals]
+            if None not in stamps and len(stamps) > 1 and stamps[-1] > stamps[0]:
+                return (len(stamps) - 1) / (stamps[-1] - stamps[0])
             if now - first >= RATE_WINDOW:
                 return len(arrivals) / RATE_WINDOW
             return (len(arrivals) - 1) / (now - first) if now > first else 0.0
@@ -121,18 +128,22 @@ class StreamWatch:
                 changes.append(StreamChange(stream, stream in stale, why))
         return changes
 
-    def _arrived(self, stream: str) -> float:
+    def _arrived(self, stream: str, stamp: float | None) -> float:
         self._check(stream)
         now = self._clock()
+        stamp = stamp if stamp is not None and stamp > 0 else None  # 0: header never set
         with self._lock:
             self._first.setdefault(stream, now)
-            self._arrivals[stream].append(now)
+            arrivals = self._arrivals[stream]
+            if stamp is not None and arrivals and (arrivals[-1][1] or 0.0) > stamp:
+                arrivals.clear()  # stamps went back (a bag looping, a clock reset): start over
+            arrivals.append((now, stamp))
             self._trim(stream, now)
         return now
 
     def _trim(self, stream: str, now: float) -> deque:
         arrivals = self._arrivals[stream]
-        while arrivals and arrivals[0] < now - RATE_WINDOW:
+        while arrivals and arrivals[0][0] < now - RATE_WINDOW:
             arrivals.popleft()
         return arrivals
 
