@@ -58,7 +58,8 @@ def test_mirrored_defaults_are_predictor_config_defaults() -> None:
             expected = getattr(config, spec.name)
         if expected is None:  # unset optional parameter
             assert isinstance(spec.default, Parameter.Type), spec.name
-        else:
+        else:  # a tuple field is a ROS array (list)
+            expected = list(expected) if isinstance(expected, tuple) else expected
             assert spec.default == expected and type(spec.default) is type(expected), spec.name
 
 
@@ -78,11 +79,14 @@ def test_declared_defaults_give_the_default_predictor_config() -> None:
 def test_declared_values_reach_the_predictor_config() -> None:
     with declared(mode='thermal', num_threads=1, input_size=[224, 280],
                   **{'thermal_norm.mode': 'fixed', 'thermal_norm.high': 30000.0,
-                     'qos.reliability': 'reliable', 'qos.depth': 2}) as node:
+                     'qos.reliability': 'reliable', 'qos.depth': 2}, fusion_rule='noisy_or',
+                  fusion_weights=[1.0, 0.5], fusion_iou=0.4) as node:
         params = declare_node_params(node)
     config = predictor_config(params)
     assert params.streams == ('thermal',) and config.num_threads == 1
     assert config.input_size == (224, 280)
+    assert (config.fusion_rule, config.fusion_weights, config.fusion_iou) == (
+        'noisy_or', (1.0, 0.5), 0.4)
     assert config.thermal_norm == ThermalNorm(mode='fixed', high=30000.0)
     assert input_qos(params).reliability == ReliabilityPolicy.RELIABLE
     assert input_qos(params).depth == 2
@@ -95,6 +99,7 @@ def test_declared_values_reach_the_predictor_config() -> None:
     ({'rgb_transport': 'theora'}, 'parameter rgb_transport'),
     ({'input_size': [1, 2, 3]}, r'parameter input_size: expected \[H, W\]'),
     ({'homography': [1.0] * 8}, 'parameter homography: expected 9 values'),
+    ({'fusion_weights': [0.5]}, r'parameter fusion_weights: expected \[rgb, thermal\]'),
 ])
 def test_bad_values_name_the_parameter(overrides, message) -> None:
     with declared(**overrides) as node, pytest.raises(ValueError, match=message):

@@ -48,6 +48,7 @@ def mirrored(name: str, description: str, optional: Any = None, **kwargs: Any) -
     ``optional``: the Parameter.Type declared when the dataclass default is None (unset).
     """
     default = predictor_default(name)
+    default = list(default) if isinstance(default, tuple) else default  # a ROS array
     return ParamSpec(name, optional if default is None else default, description,
                      predictor=True, **kwargs)
 
@@ -98,6 +99,12 @@ PARAM_SPECS: tuple[ParamSpec, ...] = (
     mirrored('nms_iou', 'class-wise NMS IoU within one image', read_only=False,
              bounds=(0.01, 1.0)),
     mirrored('max_detections', 'most detections per image', bounds=(1, 10000)),
+    mirrored('fusion_rule', 'fused mode: score of an object both cameras boxed: max (the better '
+             "camera's) | noisy_or (1 - (1 - s_rgb)(1 - s_thermal)) | avg"),
+    mirrored('fusion_weights', "fused mode: [rgb, thermal] scale of each camera's scores before "
+             'fusion (0-1), for a rig whose one camera is known to be worse'),
+    mirrored('fusion_iou', 'fused mode: RGB and thermal boxes of one class overlapping more '
+             'are one object', bounds=(0.01, 1.0)),
     mirrored('homography', '9 values, row-major 3x3 thermal pixel -> RGB pixel; unset = '
              'pixel-aligned cameras (fused mode then needs equal image sizes)',
              optional=Parameter.Type.DOUBLE_ARRAY),
@@ -216,7 +223,8 @@ def declare_node_params(node: Node) -> NodeParams:
     """
     v = declare(node, PARAM_SPECS)
     predictor = {s.name: v[s.name] for s in PARAM_SPECS if s.predictor}
-    for name, length, shape in (('input_size', 2, '[H, W]'), ('homography', 9, '9 values')):
+    for name, length, shape in (('input_size', 2, '[H, W]'), ('homography', 9, '9 values'),
+                                ('fusion_weights', 2, '[rgb, thermal]')):
         if predictor[name] is not None:
             if len(predictor[name]) != length:
                 raise ValueError(f'parameter {name}: expected {shape}, got {predictor[name]}')

@@ -2,13 +2,14 @@
 
 :func:`fuse_boxes` is weighted box fusion (WBF, Solovyev et al. 2021) across modalities: boxes
 of one class from both cameras that overlap by more than ``iou`` form one cluster; its box is the
-score-weighted mean of the members' corners. Its score combines the cameras: ``noisy_or``
-(``1 - prod(1 - s_m)`` over the cameras' best member scores, the score fusion of ProbEn, Chen et
-al. 2022, for RGB-thermal detection) keeps an object seen by one camera at that camera's score,
-which matters because one camera is often blind (RGB at night), and raises it when both agree;
-``avg`` (WBF's default: member mean x cameras present / cameras) halves a one-camera object;
-``max`` takes the best member. Plain NMS over the union (what fusion was before) keeps one of
-two slightly shifted boxes and its score alone.
+score-weighted mean of the members' corners. Its score combines the cameras: ``max`` takes the
+best member, so an object seen by one camera keeps that camera's score (one camera is often
+blind: RGB at night) and two weak boxes of one object stay weak; ``noisy_or`` (``1 - prod(1 -
+s_m)`` over the cameras' best member scores, the score fusion of ProbEn, Chen et al. 2022)
+raises an object both cameras saw above either, which also lifts pairs of sub-threshold boxes
+over the deployment cut; ``avg`` (WBF's default: member mean x cameras present / cameras) halves
+a one-camera object. ``PredictorConfig.fusion_rule`` says which one runs and why. Plain NMS over
+the union (what fusion was before) keeps one of two slightly shifted boxes and its score alone.
 
 :func:`suppress_duplicates` drops a box that overlaps a better-scoring box of ANY class by more
 than ``iou``: a per-class sigmoid detector (FCOS) often reports one object under two classes.
@@ -32,8 +33,7 @@ def _iou_one(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
 
 
 def fuse_boxes(boxes: list[np.ndarray], scores: list[np.ndarray], labels: list[np.ndarray],
-               iou: float = 0.55, rule: str = 'noisy_or'
-               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+               *, iou: float, rule: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Weighted box fusion of M cameras' detections (all in one pixel frame).
 
     Args:
