@@ -31,7 +31,8 @@ def run_student(run_dir: Path, snapshot: Path | None = None):
     if snapshot is not None:
         lora = load_state_dict_file(snapshot)
         with safe_open(str(snapshot), 'pt') as f:
-            step = int((f.metadata() or {}).get('step', step))  # metadata holds strings
+            meta = f.metadata() or {}
+        step = int(meta['step']) if 'step' in meta else step  # metadata holds strings
     _, student = build_models(cfg, torch.device('cpu'))
     load_lora_strict(student, lora, str(snapshot or checkpoint))
     return cfg, step, student.eval()  # eval: LoRA dropout off
