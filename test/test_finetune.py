@@ -51,3 +51,21 @@ def test_seg_class_weights_count_the_labelled_pixels_of_every_view():
     assert (weights[0] * 9 + weights[1]) / 10 == pytest.approx(1.0)
     assert seg_class_weights(samples, FinetuneConfig(task='det+seg'), 3) is None  # default
     assert seg_class_weights(samples, FinetuneConfig(task='det', seg_class_balance=0.5), 3) is None
+
+
+def test_the_seg_prior_correction_moves_decisions_back_by_its_fraction_of_the_weights():
+    import torch
+
+    from univ_core.train.finetune import correct_seg_prior
+
+    head = torch.nn.Module()
+    head.classifier = torch.nn.Conv2d(4, 3, kernel_size=1)
+    features = torch.randn(2, 4, 5, 6)
+    weights = torch.tensor([0.5, 1.0, 8.0])  # class 2 rare: its weighted logits too high
+    before = head.classifier(features)
+    correct_seg_prior(head, weights, 0.5)
+    after = head.classifier(features)
+    assert torch.allclose(after, before - 0.5 * weights.log()[:, None, None], atol=1e-6)
+    assert (after.argmax(1) == 2).sum() <= (before.argmax(1) == 2).sum()
+    with pytest.raises(ValueError, match='seg_prior_correction'):
+        FinetuneConfig(seg_prior_correction=1.5)

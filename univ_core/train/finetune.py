@@ -49,6 +49,10 @@ class FinetuneConfig:
     views: int = 1  # cached views per image: the frame, its mirror, then random crops
     crop_scale: tuple[float, float] = (0.5, 1.0)  # side fraction of the random-crop views
     seg_class_balance: float = 0.0  # seg pixel weight count**-p per class (0: all alike)
+    # after training, seg logits shifted by -tau * log(class weight) (logit adjustment): the
+    # weighted loss learns p(class | pixel) * weight, over-predicting the rare classes; 1 undoes
+    # the weights' effect on decisions, 0 keeps it (no effect without seg_class_balance)
+    seg_prior_correction: float = 0.0
     epochs: int = 30  # passes over the training images
     batch_size: int = 4  # images per step
     lr: float = 1e-3  # peak lr (heads); full fine-tuning: 1e-4
@@ -67,6 +71,9 @@ class FinetuneConfig:
         if self.task not in TASKS or self.modality not in MODALITIES:
             raise ValueError(f'finetune: task must be one of {TASKS} and modality rgb|ir|both, '
                              f'got {self.task!r}, {self.modality!r}')
+        if not 0 <= self.seg_prior_correction <= 1:
+            raise ValueError(f'finetune: seg_prior_correction must be in 0..1, got '
+                             f'{self.seg_prior_correction}')
         if self.views < 1 or (self.views > 1 and not self.freeze_backbone):
             raise ValueError('finetune: views >= 1, and views > 1 only with freeze_backbone '
                              '(cached maps)')
@@ -124,6 +131,24 @@ def seg_class_weights(samples: list, cfg: FinetuneConfig, num_classes: int
     counts = sum(torch.bincount(t['mask'][t['mask'] < num_classes].flatten().long(),
                                 minlength=num_classes) for _, t in samples)
     return balanced_class_weights(counts, cfg.seg_class_balance)
+
+
+@torch.no_grad()
+def correct_seg_prior(seg_head: torch.nn.Module, class_weights: torch.Tensor,
+                      strength: float) -> None:
+    """Logit adjustment (Menon et al., 2021) folded into the classifier's bias, in place.
+
+    Cross-entropy with per-class pixel weights ``w`` is minimised by logits of
+    ``log(w_c * p(c | pixel))``; subtracting ``strength * log(w_c)`` moves each decision back
+    towards the unweighted prior by that fraction (bilinear upsampling commutes with it).
+
+    Args:
+        seg_head: a head whose last layer is ``classifier`` (a conv with a (K,) bias).
+        class_weights: (K,) positive training weights (:func:`seg_class_weights`).
+        strength: tau in [0, 1].
+    """
+    bias = seg_head.classifier.bias
+    bias -= strength * class_weights.to(bias).log()
 
 
 def step_losses(model, batch: list, cfg: FinetuneConfig, device,
@@ -215,6 +240,8 @@ def finetune(cfg: FinetuneConfig, resume: bool = False, quiet: bool = False) -> 
     elif cfg.backbone == 'default' and cfg.freeze_backbone:  # compact: heads; teacher at load
         spec.backbone = 'default'
 
+    if class_weights is not None:  # the saved file only; last.pt keeps the trained bias
+        correct_seg_prior(model.seg_head, class_weights, cfg.seg_prior_correction)
     path = save_model(out / 'model.safetensors', model.eval(), spec, lora)
     write_json(out / 'summary.json', {
         'model': str(path), 'steps': step, 'samples': len(samples),
