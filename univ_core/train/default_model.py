@@ -119,6 +119,7 @@ def main(args: argparse.Namespace) -> int:
     from univ_core.train.checkpoint import write_json
 
     cfg = load_config(DefaultModelConfig, args.config, args.overrides)
+    commit = git_commit()  # before --out (a tracked file) is rewritten and dirties the tree
     data = data_home()
     labels = autolabel_all(cfg, data, args.quiet)
     trained = train(cfg, labels, args.quiet)
@@ -132,7 +133,7 @@ def main(args: argparse.Namespace) -> int:
     provenance = [json.loads((labels / n / 'provenance.json').read_text()) for n in cfg.inputs]
     write_json(args.out.with_suffix('.json'), {
         'file': args.out.name, 'sha256': file_sha256(args.out),
-        'command': 'univ ' + ' '.join(sys.argv[1:]), 'commit': git_commit(),
+        'command': 'univ ' + ' '.join(sys.argv[1:]), 'commit': commit,
         'config': to_dict(cfg), 'data': {n: str(data / n) for n in cfg.inputs},
         'teachers': provenance[0]['teachers'],
         'labels': {n: {k: p[k] for k in ('pairs', 'night_pairs', 'real_label_pairs',
