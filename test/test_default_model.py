@@ -30,6 +30,7 @@ FLOORS = {
     'llvip_ir_map50': 0.82,  # LLVIP labels persons only: = thermal person AP50; 0.871
     'roadscene_day_rgb_miou': 0.39,  # 0.418
     'roadscene_day_ir_miou': 0.37,  # 0.402
+    'roadscene_day_fused_miou': 0.43,  # 0.457
 }
 
 
@@ -92,6 +93,12 @@ def test_fused_scores_at_least_the_better_camera_on_the_common_truth(results):
     det = results['detection']['msrs']
     single = {m: det['vs_either'][m]['map50'] for m in ('rgb', 'ir')}
     assert det['fused']['map50'] >= max(single.values()), single
+
+
+def test_fused_segmentation_beats_either_camera_alone(results):
+    """RoadScene day frames: the averaged class probabilities of both images vs each image."""
+    seg = results['segmentation']
+    assert seg['fused']['miou'] > max(seg['rgb']['miou'], seg['ir']['miou'])
 
 
 @pytest.mark.xfail(strict=True, reason='issue 11, open: on LLVIP (night, one box list for both '

@@ -8,8 +8,9 @@
   both images), person AP50 per modality.
 - Segmentation: the daytime ``ROADSCENE_TEST`` frames against the segmentation teacher's masks
   of the RGB image (made here with ``univ autolabel``'s labeller: same classes, confidence cut
-  and night rule), mIoU and IoU per class on the RGB image and on the thermal image of the same
-  pair: the RGB -> thermal transfer the package exists for.
+  and night rule), mIoU and IoU per class on the RGB image, on the thermal image of the same
+  pair (the RGB -> thermal transfer the package exists for) and fused (the two images' class
+  probabilities averaged, what the node publishes from a pair).
 
 mAP follows the COCO protocol (every box down to ``eval_score_threshold``, at most
 ``max_detections`` per image), separately from the deployment threshold.
@@ -65,7 +66,7 @@ def benchmark(predictor, data: Path | None = None, segmentation: bool = True) ->
             raise ValueError(f'model segmentation classes {predictor.seg_classes} differ from '
                              f'the autolabel table {labeller.table.seg_classes}')
         samples = segmentation_set(data, labeller)
-        metrics, _ = evaluate('seg', predictor, samples, ['rgb', 'ir'],
+        metrics, _ = evaluate('seg', predictor, samples, ['rgb', 'ir', 'fused'],
                               class_names=list(predictor.seg_classes))
         results['segmentation'] = {'pairs': [s['name'] for s in samples], **metrics}
     return results
@@ -80,6 +81,6 @@ def headline(results: dict) -> dict[str, float]:
         for modality, metrics in sets.get('vs_either', {}).items():
             out[f'{name}_{modality}_vs_either_map50'] = metrics['map50']
     if results['segmentation']:
-        for modality in ('rgb', 'ir'):
+        for modality in ('rgb', 'ir', 'fused'):
             out[f'roadscene_day_{modality}_miou'] = results['segmentation'][modality]['miou']
     return out
