@@ -30,6 +30,7 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from vision_msgs.msg import Detection2DArray, LabelInfo
 
 from univ_ros.conversions import fill_image
+from univ_ros.stream_watch import RATE_WINDOW
 
 REPO = Path(__file__).resolve().parents[1]
 HARNESS = Path(__file__).with_name('node_harness.py')
@@ -340,6 +341,26 @@ def accounted(v: dict) -> bool:
     return int(v['pairs_in']) == sum(int(v[p]) for p in parts)
 
 
-def published_rate(published: list, start: float, end: float) -> float:
-    times = [t for _, _, t in published if start <= t <= end]
-    return (len(times) - 1) / (times[-1] - times[0])
+def camera_rates(published: list, at: float, slack: float = 0.5) -> tuple[float, float]:
+    """(lowest, highest) rate the cameras published over a :data:`RATE_WINDOW` s window.
+
+    What the node's diagnostics arriving here at monotonic ``at`` should report: its window of
+    arrivals ends before ``at`` by up to ``slack`` s (delivery both ways), so windows ending
+    anywhere in that span are candidates. Measured on the header stamps, as the node does; a
+    whole-stream average would not do, because under load this publisher falls behind and
+    catches up in a burst, which a 2 s window sees as a real change of the camera's rate.
+    """
+    rates = []
+    for end in np.arange(at - slack, at + 1e-9, 0.02):
+        stamps = [s.sec + 1e-9 * s.nanosec for _, s, t in published
+                  if end - RATE_WINDOW < t <= end]
+        if len(stamps) > 1 and stamps[-1] > stamps[0]:
+            rates.append((len(stamps) - 1) / (stamps[-1] - stamps[0]))
+    assert rates, f'nothing published in the {RATE_WINDOW} s before {at}'
+    return min(rates), max(rates)
+
+
+def assert_camera_rate(reported: str, published: list, at: float) -> None:
+    """The reported rate is the camera's (within 10 %), not callbacks' bursts or pairs'."""
+    low, high = camera_rates(published, at)
+    assert 0.9 * low <= float(reported) <= 1.1 * high, (reported, low, high)
