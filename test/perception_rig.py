@@ -350,12 +350,13 @@ def camera_rates(published: list, at: float, slack: float = 0.5) -> tuple[float,
     whole-stream average would not do, because under load this publisher falls behind and
     catches up in a burst, which a 2 s window sees as a real change of the camera's rate.
     """
+    sent = np.array([t for _, _, t in published])
+    stamps = np.array([s.sec + 1e-9 * s.nanosec for _, s, _ in published])
     rates = []
     for end in np.arange(at - slack, at + 1e-9, 0.02):
-        stamps = [s.sec + 1e-9 * s.nanosec for _, s, t in published
-                  if end - RATE_WINDOW < t <= end]
-        if len(stamps) > 1 and stamps[-1] > stamps[0]:
-            rates.append((len(stamps) - 1) / (stamps[-1] - stamps[0]))
+        window = stamps[(end - RATE_WINDOW < sent) & (sent <= end)]
+        if len(window) > 1 and window[-1] > window[0]:
+            rates.append((len(window) - 1) / (window[-1] - window[0]))
     assert rates, f'nothing published in the {RATE_WINDOW} s before {at}'
     return min(rates), max(rates)
 
