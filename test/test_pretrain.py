@@ -236,6 +236,6 @@ def test_lora_export_refuses_a_merge_beyond_the_given_tolerance(toy_pairs: Path,
     assert '> 1e-12; not written' in capsys.readouterr().err
     assert not out.exists() and not out.with_suffix('.json').exists()
     assert main(['export', '--format', 'lora', '--from-pretrain', str(run), '--out',
-                 str(out), '--tolerance', '1e-3']) == 0
+                 str(out)]) == 0  # the default tolerance: 1e-4 in float64
     record = json.loads(out.with_suffix('.json').read_text())
-    assert 1e-12 < record['merge_max_abs_diff'] <= 1e-3 and record['step'] == 1
+    assert 1e-12 < record['merge_max_abs_diff'] <= 1e-4 and record['step'] == 1

@@ -1,8 +1,9 @@
 """How far the merged UNIV backbone is from the unmerged LoRA student, next to fp32's own error.
 
 On the real images of a pre-training run's held-out pairs (RGB and thermal, at the node's input
-size) and on random images: max abs token difference merged vs unmerged (fp32), and each fp32
-model's distance to the unmerged student computed in float64 (the exact result, up to 1e-15).
+size) and on random images: max abs token difference merged vs unmerged (fp32, and both run in
+float64: what the export checks), and each fp32 model's distance to the unmerged student
+computed in float64 (the exact result, up to 1e-15).
 
     .venv/bin/python tools/merge_precision.py runs/pretrain_224a5 \
         runs/pretrain_224a5/lora_step00120.safetensors
@@ -18,7 +19,7 @@ import torch
 from univ_core.data.joint_transforms import PairedRandomResizedCrop
 from univ_core.data.paired import PairedRgbtDataset
 from univ_core.eval.alignment import load_heldout
-from univ_core.export.merge import merge_difference, run_student
+from univ_core.export.merge import float64_difference, merge_difference, run_student
 from univ_core.models.lora import load_lora_strict, lora_state, merge_lora
 from univ_core.models.model_file import DEFAULT_INPUT_SIZE
 
@@ -45,6 +46,8 @@ def main() -> int:
             for key, value in (('merged_vs_unmerged', a - m), ('unmerged_fp32_vs_exact', a - ref),
                                ('merged_fp32_vs_exact', m - ref), ('token_max', a)):
                 out[key] = max(out[key], float(value.abs().max()))
+            out['merged_vs_unmerged_float64'] = max(out.get('merged_vs_unmerged_float64', 0.0),
+                                                    float64_difference(student, merged, images))
         out['random_images_merged_vs_unmerged'] = merge_difference(student, merged,
                                                                    DEFAULT_INPUT_SIZE)
     out['pairs'], out['size'] = len(data), list(DEFAULT_INPUT_SIZE)
