@@ -45,19 +45,6 @@ def test_an_object_seen_by_one_camera_keeps_that_cameras_score_under_noisy_or():
     np.testing.assert_allclose(avg, [0.45, 0.3], rtol=1e-6)  # WBF's avg halves them
 
 
-def test_two_boxes_of_one_camera_stay_two_objects_when_the_other_cameras_box_spans_both():
-    # RGB boxes two people walking side by side as one wide person (0,0,20,10) at 0.9; thermal
-    # boxes them apart: (0,0,14,10) at 0.5 and (6,0,20,10) at 0.4 (IoU 0.4, kept by its NMS).
-    # The first joins the RGB box (IoU 0.7); the fused box (0,0,17.86,10) then overlaps the
-    # second by 0.59 > 0.55, but a cluster holds one box per camera, so it stays an object.
-    boxes, scores, _ = fuse_boxes(arrays([[0, 0, 20, 10]], [[0, 0, 14, 10], [6, 0, 20, 10]]),
-                                  arrays([0.9], [0.5, 0.4]), [np.array([0]), np.array([0, 0])],
-                                  iou=0.55, rule='max')
-    np.testing.assert_allclose(scores, [0.9, 0.4], rtol=1e-6)
-    np.testing.assert_allclose(boxes, [[0, 0, (0.9 * 20 + 0.5 * 14) / 1.4, 10], [6, 0, 20, 10]],
-                               rtol=1e-6)
-
-
 def test_boxes_of_different_classes_or_below_the_iou_never_fuse():
     # same box, two classes: fusion is per class (duplicate suppression handles this)
     _, _, labels = fuse_boxes(arrays([[0, 0, 10, 10]], [[0, 0, 10, 10]]), arrays([0.7], [0.6]),

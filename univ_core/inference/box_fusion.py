@@ -1,17 +1,15 @@
 """One list of boxes from two cameras: weighted box fusion and cross-class duplicate removal.
 
 :func:`fuse_boxes` is weighted box fusion (WBF, Solovyev et al. 2021) across modalities: boxes
-of one class from both cameras that overlap by more than ``iou`` form one cluster, at most one
-box per camera (unlike ensemble-boxes' WBF, which lets two boxes of one model share a cluster);
-its box is the score-weighted mean of the members' corners. Its score combines the cameras:
-``max`` takes the best member, so an object seen by one camera keeps that camera's score (one
-camera is often blind: RGB at night) and two weak boxes of one object stay weak; ``noisy_or``
-(``1 - prod(1 - s_m)`` over the cameras' best member scores, the score fusion of ProbEn, Chen et
-al. 2022) raises an object both cameras saw above either, which also lifts pairs of
-sub-threshold boxes over the deployment cut; ``avg`` (WBF's default: member mean x cameras
-present / cameras) halves a one-camera object. ``PredictorConfig.fusion_rule`` says which one
-runs and why. Plain NMS over the union (what fusion was before) keeps one of two slightly
-shifted boxes and its score alone.
+of one class from both cameras that overlap by more than ``iou`` form one cluster; its box is the
+score-weighted mean of the members' corners. Its score combines the cameras: ``max`` takes the
+best member, so an object seen by one camera keeps that camera's score (one camera is often
+blind: RGB at night) and two weak boxes of one object stay weak; ``noisy_or`` (``1 - prod(1 -
+s_m)`` over the cameras' best member scores, the score fusion of ProbEn, Chen et al. 2022)
+raises an object both cameras saw above either, which also lifts pairs of sub-threshold boxes
+over the deployment cut; ``avg`` (WBF's default: member mean x cameras present / cameras) halves
+a one-camera object. ``PredictorConfig.fusion_rule`` says which one runs and why. Plain NMS over
+the union (what fusion was before) keeps one of two slightly shifted boxes and its score alone.
 
 :func:`suppress_duplicates` drops a box that overlaps a better-scoring box of ANY class by more
 than ``iou``: a per-class sigmoid detector (FCOS) often reports one object under two classes.
@@ -62,24 +60,17 @@ def fuse_boxes(boxes: list[np.ndarray], scores: list[np.ndarray], labels: list[n
         idx = idx[np.argsort(-all_scores[idx], kind='stable')]  # best first
         fused: list[np.ndarray] = []  # current fused box per cluster
         members: list[list[int]] = []
-        cams_in: list[int] = []  # per cluster, a bit per camera with a member
         for i in idx:
             if fused:
                 overlap = _iou_one(all_boxes[i], np.stack(fused))
-                # one box per camera and cluster: the camera's own NMS already told its boxes
-                # apart, so two of them are two objects even where the other camera's box
-                # (or the fused mean) spans both, as for people walking side by side
-                overlap[(np.asarray(cams_in) >> cam[i]) & 1 == 1] = -1.0
                 best = int(overlap.argmax())
                 if overlap[best] > iou:
                     members[best].append(i)
-                    cams_in[best] |= 1 << int(cam[i])
                     w = all_scores[members[best]][:, None]  # (n, 1) weights
                     fused[best] = (w * all_boxes[members[best]]).sum(0) / max(w.sum(), 1e-12)
                     continue
             fused.append(all_boxes[i].copy())
             members.append([i])
-            cams_in.append(1 << int(cam[i]))
         for box, group in zip(fused, members, strict=True):
             s, c = all_scores[group], cam[group]
             best_per_cam = np.array([s[c == m].max() if (c == m).any() else 0.0
