@@ -18,6 +18,7 @@ from univ_core.inference import PredictorConfig, load_predictor
 from univ_core.models.model_file import DEFAULT_MODEL, read_spec
 from univ_core.models.univ_weights import UNIV_ADAPTER
 from univ_core.models.weights import file_sha256
+from univ_core.train import default_model
 from univ_core.train.config import load_config, to_dict
 from univ_core.train.default_model import DefaultModelConfig
 
@@ -154,3 +155,15 @@ def test_the_readme_prints_the_shipped_adapters_numbers():
     assert float(ratios[0][0]) == pytest.approx(100 * down['rgb_kept'], abs=0.5)
     assert float(ratios[1][1]) == pytest.approx(down['thermal_ratio_of_means'], abs=5e-3)
     assert float(ratios[2][1]) == pytest.approx(down['llvip_thermal_ratio_of_means'], abs=5e-3)
+
+
+def test_the_labels_key_covers_the_labelling_code(tmp_path, monkeypatch):
+    """A cached autolabel folder made by other merging code is not reused (its key changes)."""
+    assert REPO / 'univ_core' / 'inference' / 'box_fusion.py' in default_model.LABEL_CODE
+    code = tmp_path / 'merge.py'
+    code.write_text('IOU = 0.55\n')
+    monkeypatch.setattr(default_model, 'LABEL_CODE', (code,))
+    before = default_model.label_code_sha256()
+    code.write_text('IOU = 0.5\n')
+    assert default_model.label_code_sha256() != before
+

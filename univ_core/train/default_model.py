@@ -12,8 +12,8 @@
    teachers, commit, settings, measured metrics, sha256) into ``--out``.
 
 Every intermediate folder is named by a hash of everything that determines it (settings, data
-folders' pair lists, teacher and adapter sha256), so a rerun reuses only what is still valid
-and a change anywhere retrains: a cached model is never silently stale.
+folders' pair lists, teacher and adapter sha256, the labelling code), so a rerun reuses only
+what is still valid and a change anywhere retrains: a cached model is never silently stale.
 """
 
 import argparse
@@ -70,13 +70,28 @@ def git_commit() -> str:
         return 'unknown'
 
 
+# the code that turns teachers' outputs into labels: a change there makes new labels (e.g. how the
+# RGB and thermal teachers' boxes are merged), so it is part of the labels' key
+LABEL_CODE = (*sorted((REPO / 'univ_core' / 'autolabel').glob('*.py')),
+              REPO / 'univ_core' / 'inference' / 'box_fusion.py')
+
+
+def label_code_sha256() -> str:
+    """One sha256 over :data:`LABEL_CODE` (file names and contents)."""
+    digest = hashlib.sha256()
+    for path in LABEL_CODE:
+        digest.update(path.name.encode() + b'\0' + path.read_bytes())
+    return digest.hexdigest()
+
+
 def autolabel_all(cfg: DefaultModelConfig, data: Path, quiet: bool) -> Path:
     """Step 1; returns the labels folder (reused when its key matches)."""
     from univ_core.autolabel.run import autolabel_input, load_labeller
     from univ_core.data.paired import find_pairs
 
     listing = {name: [p.name for p in find_pairs(data / name)] for name in cfg.inputs}
-    key = _key(to_dict(cfg.autolabel), listing, cfg.autolabel.teacher_sha256())
+    key = _key(to_dict(cfg.autolabel), listing, cfg.autolabel.teacher_sha256(),
+               label_code_sha256())
     out = Path(cfg.work_dir) / f'autolabel-{key}'
     if all((out / name / 'provenance.json').is_file() for name in cfg.inputs):
         return out
