@@ -166,4 +166,3 @@ def test_the_labels_key_covers_the_labelling_code(tmp_path, monkeypatch):
     before = default_model.label_code_sha256()
     code.write_text('IOU = 0.5\n')
     assert default_model.label_code_sha256() != before
-
