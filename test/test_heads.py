@@ -241,26 +241,3 @@ def test_head_state_dict_round_trip_through_safetensors(tmp_path):
     assert not torch.equal(target.state_dict()[backbone_key], source.state_dict()[backbone_key])
     with pytest.raises(ValueError, match='missing'):
         target.load_head_state_dict({k: v for k, v in state.items() if 'det_head' not in k})
-
-
-def test_feature_layers_feed_the_last_blocks_concatenated_to_the_pyramid():
-    model = toy_model(feature_layers=2).eval()
-    images = torch.randn(2, 3, 42, 70)  # 3 x 5 patches
-    with torch.no_grad():
-        maps = model.backbone_maps(images)
-        last = model.backbone.forward_features(images)[:, 1:].unflatten(1, (3, 5))
-    assert maps.shape == (2, 2 * 32, 3, 5)
-    assert torch.allclose(maps[:, 32:], last.permute(0, 3, 1, 2), atol=1e-6)  # last block last
-    assert not torch.allclose(maps[:, :32], maps[:, 32:])  # the block before it, not a copy
-    with torch.no_grad():
-        out = model(images)
-    assert out['seg_logits'].shape == (2, 9, 42, 70) and len(out['det']) == 2
-    mix = [k for k in model.head_state_dict() if k.startswith('pyramid.layer_mix.')]
-    assert mix and not any(k.startswith('pyramid.layer_mix.')
-                           for k in toy_model().head_state_dict())  # L = 1: no new tensors
-
-
-@pytest.mark.parametrize('layers', [0, 3])
-def test_feature_layers_outside_the_backbone_depth_are_refused(layers):
-    with pytest.raises(ValueError, match='feature_layers'):
-        toy_model(feature_layers=layers)  # the toy ViT has 2 blocks

@@ -18,17 +18,3 @@ def test_compact_file_with_a_named_backbone_round_trips(tmp_path):
         assert torch.equal(loaded.backbone.state_dict()[name], tensor), name
     for name, tensor in model.head_state_dict().items():  # heads, through fp16
         assert torch.equal(loaded.head_state_dict()[name], tensor.half().float()), name
-
-
-def test_a_full_file_keeps_its_feature_layers(tmp_path):
-    from toy import TOY, TOY_ARCH
-
-    spec = ModelSpec(TOY_ARCH, ['a', 'b'], ['person'], (42, 70), head_channels=32,
-                     backbone_overrides=dict(TOY), feature_layers=2)
-    torch.manual_seed(0)
-    model = build_model(spec).eval()
-    loaded, got = load_model(save_model(tmp_path / 'm.safetensors', model, spec))
-    assert got.feature_layers == 2 and loaded.feature_layers == 2
-    images = torch.randn(1, 3, 42, 70)
-    with torch.no_grad():
-        assert torch.equal(loaded(images)['seg_logits'], model(images)['seg_logits'])

@@ -36,7 +36,6 @@ class ModelSpec:
     palette: list[list[int]] | None = None  # RGB colour per seg class (None: a default one)
     lora: dict | None = None  # compact file: LoraSettings of its 'lora.*' backbone delta
     backbone: str | None = None  # compact file: backbone weights rebuilt at load ('default')
-    feature_layers: int = 1  # ViT: the last L blocks' maps feed the pyramid (1: last only)
 
     def __post_init__(self) -> None:
         self.input_size = tuple(self.input_size)
@@ -55,8 +54,7 @@ def build_model(spec: ModelSpec, weights: str = 'none') -> PerceptionModel:
         spec.arch, weights,
         num_seg_classes=len(spec.seg_classes) if spec.seg_classes else None,
         num_det_classes=len(spec.det_classes) if spec.det_classes else None,
-        head_channels=spec.head_channels, feature_layers=spec.feature_layers,
-        **spec.backbone_overrides)
+        head_channels=spec.head_channels, **spec.backbone_overrides)
 
 
 def save_model(path: Path, model: PerceptionModel, spec: ModelSpec,

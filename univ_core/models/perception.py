@@ -29,8 +29,6 @@ class PerceptionModel(nn.Module):
         det_head: FCOS detector, or None for no detection.
         ignore_index: segmentation target value that is ignored.
         aux_weight: weight of the auxiliary segmentation loss.
-        feature_layers: ViT only: the last L blocks' patch maps feed ``pyramid`` (concatenated;
-            its ``in_layers`` must equal L); 1 is the last block alone.
     """
 
     def __init__(
@@ -43,7 +41,6 @@ class PerceptionModel(nn.Module):
         det_head: FCOSDetector | None = None,
         ignore_index: int = 255,
         aux_weight: float = 0.4,
-        feature_layers: int = 1,
     ) -> None:
         super().__init__()
         self.backbone = backbone
@@ -54,7 +51,6 @@ class PerceptionModel(nn.Module):
         self.det_head = det_head
         self.ignore_index = ignore_index
         self.aux_weight = aux_weight
-        self.feature_layers = feature_layers
         self.backbone_frozen = False
 
     def features(self, images: torch.Tensor) -> list[torch.Tensor]:
@@ -75,20 +71,13 @@ class PerceptionModel(nn.Module):
         return list(self.pyramid(backbone_out).values())
 
     def backbone_maps(self, images: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
-        """ConvMAE: its three stage maps; ViT: the last blocks' tokens as one (B, L * D, h, w) map.
+        """ConvMAE: its three stage maps; ViT: the last patch tokens as a (B, D, h, w) map.
 
-        ViT: the patch tokens of the last L = ``feature_layers`` blocks, each through the final
-        norm, concatenated on channels with the last block last. Head-only training caches these
-        once (the frozen backbone never changes them) and passes them to :meth:`losses` as
-        ``maps``.
+        Head-only training caches these once (the frozen backbone never changes them) and passes
+        them to :meth:`losses` as ``maps``.
         """
         if hasattr(self.backbone, 'forward_stages'):
             return self.backbone.forward_stages(images)
-        if self.feature_layers > 1:
-            maps = self.backbone.forward_intermediates(
-                images, indices=self.feature_layers, norm=True, output_fmt='NCHW',
-                intermediates_only=True)  # L x (B, D, h, w)
-            return torch.cat(maps, dim=1)
         prefix = int(getattr(self.backbone, 'num_prefix_tokens', 0))
         tokens = self.backbone.forward_features(images)[:, prefix:]  # (B, h*w, D)
         grid = (images.shape[-2] // self.input_multiple, images.shape[-1] // self.input_multiple)
@@ -208,7 +197,6 @@ def create_perception_model(
     num_det_classes: int | None = 3,
     head_channels: int = 256,
     aux_seg_head: bool = True,
-    feature_layers: int = 1,
     **backbone_overrides: object,
 ) -> PerceptionModel:
     """Build backbone (see ``create_backbone``), pyramid and the requested heads.
@@ -220,7 +208,6 @@ def create_perception_model(
         num_det_classes: detection classes; None for no detection head.
         head_channels: pyramid and head width (a multiple of 32).
         aux_seg_head: add the FCN auxiliary segmentation head (training only).
-        feature_layers: ViT: how many of the last blocks feed the pyramid (ConvMAE: 1 only).
         **backbone_overrides: extra ``timm.create_model`` arguments.
     """
     if head_channels < 32 or head_channels % 32:
@@ -229,9 +216,6 @@ def create_perception_model(
         raise ValueError('num_seg_classes and num_det_classes are both None: no head to build')
     backbone = create_backbone(arch, weights, **backbone_overrides)
     if hasattr(backbone, 'forward_stages'):
-        if feature_layers != 1:
-            raise ValueError(f'arch {arch!r}: feature_layers must be 1 (a stage pyramid), '
-                             f'got {feature_layers}')
         pyramid = StagePyramid(tuple(f['num_chs'] for f in backbone.feature_info), head_channels)
         multiple = CONVMAE_INPUT_MULTIPLE
     else:
@@ -239,11 +223,7 @@ def create_perception_model(
         multiple = size if isinstance(size, int) else size[0]
         if not isinstance(size, int) and size[0] != size[1]:
             raise ValueError(f'arch {arch!r}: non-square patches {size} are not supported')
-        if not 1 <= feature_layers <= len(backbone.blocks):
-            raise ValueError(f'feature_layers: expected 1..{len(backbone.blocks)} (the '
-                             f'blocks of {arch!r}), got {feature_layers}')
-        pyramid = SimpleFeaturePyramid(backbone.num_features, head_channels, multiple,
-                                       feature_layers)
+        pyramid = SimpleFeaturePyramid(backbone.num_features, head_channels, multiple)
     levels = (head_channels,) * 4
     seg_head = aux_head = det_head = None
     if num_seg_classes is not None:
@@ -252,5 +232,4 @@ def create_perception_model(
             aux_head = FCNHead(head_channels, num_seg_classes, head_channels)
     if num_det_classes is not None:
         det_head = FCOSDetector(head_channels, num_det_classes, pyramid.strides[DET_LEVELS])
-    return PerceptionModel(backbone, pyramid, multiple, seg_head, aux_head, det_head,
-                           feature_layers=feature_layers)
+    return PerceptionModel(backbone, pyramid, multiple, seg_head, aux_head, det_head)

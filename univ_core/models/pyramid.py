@@ -47,24 +47,16 @@ class SimpleFeaturePyramid(nn.Module):
         embed_dim: channels D of the ViT feature map.
         out_channels: channel width of every pyramid level.
         patch_size: the ViT's patch stride in input pixels (14 for DINOv2, 16 for DeiT/ViT).
-        in_layers: how many ViT blocks' maps arrive concatenated (L * D channels); L > 1 adds
-            a 1x1 conv + LayerNorm2d mixing them back to D before the pyramid.
     """
 
-    def __init__(self, embed_dim: int, out_channels: int = 256, patch_size: int = 16,
-                 in_layers: int = 1) -> None:
+    def __init__(self, embed_dim: int, out_channels: int = 256, patch_size: int = 16) -> None:
         super().__init__()
         if embed_dim % 4 or embed_dim < 4:
             raise ValueError(f'embed_dim: expected a positive multiple of 4, got {embed_dim}')
-        if out_channels < 1 or patch_size < 1 or in_layers < 1:
-            raise ValueError(f'out_channels, patch_size and in_layers must be >= 1, got '
-                             f'{out_channels}, {patch_size}, {in_layers}')
+        if out_channels < 1 or patch_size < 1:
+            raise ValueError(f'out_channels and patch_size must be >= 1, got {out_channels}, '
+                             f'{patch_size}')
         self.out_channels = out_channels
-        # several blocks' maps (DINOv2's own dense protocol reads the last 4): mixed per cell
-        self.layer_mix = nn.Identity() if in_layers == 1 else nn.Sequential(
-            nn.Conv2d(in_layers * embed_dim, embed_dim, kernel_size=1, bias=False),
-            LayerNorm2d(embed_dim),
-        )
         self.strides = (patch_size / 4, patch_size / 2, float(patch_size), 2.0 * patch_size)
         half, quarter = embed_dim // 2, embed_dim // 4
         self.rescale = nn.ModuleList([
@@ -86,14 +78,12 @@ class SimpleFeaturePyramid(nn.Module):
         """Build the pyramid.
 
         Args:
-            feature_map: (B, L * D, h, w) float32 ViT patch features of the last ``in_layers``
-                blocks, concatenated (h = H / patch, w = W / patch).
+            feature_map: (B, D, h, w) float32 ViT patch features (h = H / patch, w = W / patch).
 
         Returns:
             ``p2`` (B, C, 4h, 4w), ``p3`` (B, C, 2h, 2w), ``p4`` (B, C, h, w),
             ``p5`` (B, C, ceil(h/2), ceil(w/2)).
         """
-        feature_map = self.layer_mix(feature_map)
         return {
             name: output(rescale(feature_map))
             for name, rescale, output in zip(LEVELS, self.rescale, self.outputs, strict=True)

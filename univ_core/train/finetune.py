@@ -45,7 +45,6 @@ class FinetuneConfig:
     backbone_overrides: dict = field(default_factory=dict)  # extra timm args (toy tests)
     input_size: tuple[int, int] = DEFAULT_INPUT_SIZE  # (H, W), multiples of the patch size
     head_channels: int = 64  # pyramid/head width (multiple of 32; the paper uses 256+)
-    feature_layers: int = 1  # ViT: the last L blocks' maps, concatenated, feed the pyramid
     freeze_backbone: bool = True  # head only (features cached) vs full fine-tuning
     views: int = 1  # cached views per image: the frame, its mirror, then random crops
     crop_scale: tuple[float, float] = (0.5, 1.0)  # side fraction of the random-crop views
@@ -261,8 +260,7 @@ def model_spec(cfg: FinetuneConfig, data) -> ModelSpec:
     return ModelSpec(cfg.arch, seg if 'seg' in cfg.task else None,
                      data.class_names if 'det' in cfg.task else None, cfg.input_size,
                      cfg.head_channels, dict(cfg.backbone_overrides),
-                     data.palette if 'seg' in cfg.task else None,
-                     feature_layers=cfg.feature_layers)
+                     data.palette if 'seg' in cfg.task else None)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
