@@ -76,12 +76,9 @@ LABEL_CODE = (*sorted((REPO / 'univ_core' / 'autolabel').glob('*.py')),
               REPO / 'univ_core' / 'inference' / 'box_fusion.py')
 
 
-def label_code_sha256() -> str:
-    """One sha256 over :data:`LABEL_CODE` (file names and contents)."""
-    digest = hashlib.sha256()
-    for path in LABEL_CODE:
-        digest.update(path.name.encode() + b'\0' + path.read_bytes())
-    return digest.hexdigest()
+def label_code_sha256() -> dict[str, str]:
+    """The sha256 of each :data:`LABEL_CODE` file, by file name."""
+    return {path.name: file_sha256(path) for path in LABEL_CODE}
 
 
 def autolabel_all(cfg: DefaultModelConfig, data: Path, quiet: bool) -> Path:
