@@ -1,6 +1,7 @@
 """Segmentation mIoU and detection mAP against hand-computed cases."""
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -167,3 +168,25 @@ def test_detection_input_errors_name_the_problem():
         meter.update([_target([GT_A], [0])], [_target([GT_A], [0])])
     with pytest.raises(ValueError, match='1 predictions but 2 targets'):
         meter.update([_pred([], [], [])], [_target([], []), _target([], [])])
+
+
+def _seg_headroom():
+    """tools/seg_headroom.py as a module (tools/ is not a package)."""
+    import importlib.util
+    path = Path(__file__).resolve().parents[1] / 'tools' / 'seg_headroom.py'
+    spec = importlib.util.spec_from_file_location('seg_headroom', path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_patch_grid_oracle_keeps_patch_sized_regions_and_loses_a_lone_pixel():
+    oracle = _seg_headroom().patch_grid_oracle
+    mask = np.zeros((28, 56), np.uint8)  # a 2 x 4 grid of 14 px patches
+    mask[:, 28:] = 1  # two whole patch columns of class 1
+    mask[3, 3] = 2  # one pixel of class 2: no patch is mostly class 2
+    mask[20:, :14] = 255  # ignored pixels vote for nothing
+    out = oracle(mask, (2, 4), 3)
+    assert out.shape == mask.shape and out.dtype == np.uint8
+    assert (out[:, 30:] == 1).all() and (out[:, :26] == 0).all()
+    assert not (out == 2).any()
