@@ -10,7 +10,6 @@ what it calls each patch, not on the resolution of its patch grid.
 """
 
 import argparse
-import json
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +20,7 @@ from univ_core.data.home import data_home
 from univ_core.eval.benchmark import segmentation_set
 from univ_core.eval.metrics import SegmentationMeter
 from univ_core.inference import PredictorConfig, load_predictor
+from univ_core.train.checkpoint import write_json
 
 IGNORE = 255
 
@@ -79,7 +79,7 @@ def main() -> int:
           f'{predictor.input_size[1]}')
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps({'grid': grid, **report}, indent=1))
+        write_json(args.out, {'grid': grid, **report})  # NaN IoU (class absent) -> null
     return 0
 
 
