@@ -16,20 +16,19 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from univ_core.autolabel.config import AutolabelConfig
 from univ_core.data.home import data_home
 from univ_core.eval.benchmark import segmentation_set
 from univ_core.eval.metrics import SegmentationMeter
 from univ_core.inference import PredictorConfig, load_predictor
 from univ_core.train.checkpoint import write_json
 
-IGNORE = 255
-
 
 def patch_grid_oracle(mask: np.ndarray, grid: tuple[int, int], num_classes: int) -> np.ndarray:
-    """(H, W) class ids of the patch-grid oracle for an (H, W) truth mask (``IGNORE`` skipped).
+    """(H, W) class ids of the patch-grid oracle for an (H, W) truth mask (ignored pixels skipped).
 
     Args:
-        mask: (H, W) uint8 class ids in [0, num_classes) or ``IGNORE``.
+        mask: (H, W) uint8 class ids in [0, num_classes) or any larger value (ignored, e.g. 255).
         grid: (rows, columns) of the model's patch grid.
         num_classes: C.
     """
@@ -46,7 +45,6 @@ def main() -> int:
     parser.add_argument('--model', default='', help="model file ('' = the shipped default)")
     parser.add_argument('--out', type=Path, default=None, help='write the numbers as JSON here')
     args = parser.parse_args()
-    from univ_core.autolabel.config import AutolabelConfig
     from univ_core.autolabel.run import load_labeller
 
     predictor = load_predictor(PredictorConfig(model=args.model, device='cpu', precision='fp32'))
@@ -78,7 +76,6 @@ def main() -> int:
     print(f'patch grid {grid[0]} x {grid[1]} at {predictor.input_size[0]} x '
           f'{predictor.input_size[1]}')
     if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
         write_json(args.out, {'grid': grid, **report})  # NaN IoU (class absent) -> null
     return 0
 
