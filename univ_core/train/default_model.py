@@ -41,8 +41,9 @@ class DefaultModelConfig:
 
     inputs: list[str] = field(default_factory=lambda: ['roadscene', 'llvip', 'msrs_mini'])
     autolabel: AutolabelConfig = field(default_factory=AutolabelConfig)
+    # the shipped settings (epochs, views, class balance...) live in config/default_model.yaml
     finetune: FinetuneConfig = field(default_factory=lambda: FinetuneConfig(
-        task='det+seg', backbone='univ', views=4, epochs=12, batch_size=8))
+        task='det+seg', backbone='univ'))
     work_dir: str = 'runs/default_model'  # autolabel/ and finetune/ folders (hash-named)
 
     def __post_init__(self) -> None:
