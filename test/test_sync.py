@@ -402,3 +402,22 @@ def test_finish_emits_the_pairs_still_waiting_at_the_end_of_a_bag():
     assert stamps(early + late) == [(0.0, 0.003), (round(PERIOD, 4), round(PERIOD + 0.005, 4))]
     assert sync.finish() == [] and sync.stats().queued == 2  # the last two stay unpaired
     assert_accounted(sync)
+
+
+def test_rate_from_stamps_is_the_cameras_through_lost_frames_and_follows_a_real_change():
+    """Six frames lost in one burst inside the window: still 30 Hz (counting stamps said 27: the
+    node-test flake under load); a camera that really halves its rate reads 15 Hz."""
+    clock = FakeClock()
+    watch = StreamWatch(stale_after=0.5, clock=clock)
+    stamp = 1000.0
+    for k in range(90):  # 3 s at 30 Hz; frames 70..75 never arrive
+        stamp += PERIOD
+        clock.now += PERIOD
+        if not 70 <= k < 76:
+            watch.tick('rgb', stamp)
+    assert watch.rate('rgb') == pytest.approx(30, rel=1e-6)
+    for _ in range(45):  # 3 s at 15 Hz
+        stamp += 2 * PERIOD
+        clock.now += 2 * PERIOD
+        watch.tick('rgb', stamp)
+    assert watch.rate('rgb') == pytest.approx(15, rel=1e-6)

@@ -1,5 +1,7 @@
 """StreamWatch: per-camera health (good images, bad images, rate), for degradation (no ROS)."""
 
+import itertools
+import statistics
 import threading
 import time
 from collections import deque
@@ -26,9 +28,10 @@ class StreamWatch:
     A stream is usable (live) while it delivered a *good* image within the last ``stale_after``
     seconds (counted from the watch's creation or :meth:`restart` until its first one). A
     stream sending only bad images (undecodable, wrong size, not finite) is as unusable as a
-    silent one; :meth:`reason` tells the two apart. The rate is the camera's: measured between
+    silent one; :meth:`reason` tells the two apart. The rate is the camera's: measured on
     the header stamps of the images that arrived in the last :data:`RATE_WINDOW` seconds, so
-    callbacks that stall and then run in a burst neither lower nor inflate it. Arrivals without
+    callbacks that stall and then run in a burst, and frames lost on the way, neither lower
+    nor inflate it. Arrivals without
     a stamp (bad images, unset headers) are counted over the whole window instead. Thread-safe.
 
     Args:
@@ -80,9 +83,11 @@ class StreamWatch:
     def rate(self, stream: str) -> float:
         """Images per second of the last :data:`RATE_WINDOW` s of arrivals (0.0 while silent).
 
-        From their header stamps when all have one (the camera's clock: node-side stalls cancel
-        out); otherwise arrivals counted over the whole window, not between the first and last
-        one, so callbacks that run late and in bursts do not inflate it.
+        From their header stamps when all have one: one over the median interval between
+        consecutive stamps (the camera's clock), so node-side stalls cancel out and frames lost
+        on the way (a few double intervals) do not lower it; ``{camera}_frames`` counts what
+        arrived. Otherwise arrivals counted over the whole window, not between the first and
+        last one, so callbacks that run late and in bursts do not inflate it.
         """
         self._check(stream)
         now = self._clock()
@@ -91,8 +96,10 @@ class StreamWatch:
             if not arrivals or first is None or now - arrivals[-1][0] > self.stale_after:
                 return 0.0
             stamps = [stamp for _, stamp in arrivals]
-            if None not in stamps and len(stamps) > 1 and stamps[-1] > stamps[0]:
-                return (len(stamps) - 1) / (stamps[-1] - stamps[0])
+            if None not in stamps:
+                intervals = [b - a for a, b in itertools.pairwise(stamps) if b > a]
+                if intervals:  # the median: a lost frame's double interval is an outlier
+                    return 1.0 / statistics.median(intervals)
             if now - first >= RATE_WINDOW:
                 return len(arrivals) / RATE_WINDOW
             return (len(arrivals) - 1) / (now - first) if now > first else 0.0
