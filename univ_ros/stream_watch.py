@@ -31,8 +31,8 @@ class StreamWatch:
     silent one; :meth:`reason` tells the two apart. The rate is the camera's: measured on
     the header stamps of the images that arrived in the last :data:`RATE_WINDOW` seconds, so
     callbacks that stall and then run in a burst, and frames lost on the way, neither lower
-    nor inflate it. Arrivals without
-    a stamp (bad images, unset headers) are counted over the whole window instead. Thread-safe.
+    nor inflate it. Arrivals without a stamp (bad images, unset headers) are counted over the
+    whole window instead. Thread-safe.
 
     Args:
         streams: stream names, e.g. ('rgb', 'thermal').
