@@ -14,16 +14,12 @@ configure; read-only ones take effect at the next configure.
 """
 
 import gc
-import signal
 import sys
 import weakref
 from functools import partial
 from typing import Any
 
-import rclpy
-from rclpy.executors import ExternalShutdownException
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
-from rclpy.logging import get_logger
 
 from univ_ros.messages import silent_outputs
 from univ_ros.params import declare_node_params
@@ -34,6 +30,7 @@ from univ_ros.perception_node import (
     default_loader,
     load_predictor_for,
     on_set_parameters,
+    spin_node,
     start_line,
     usage,
     wants_help,
@@ -140,25 +137,7 @@ def main(args: list[str] | None = None, load: Loader = default_loader) -> int:
         print(usage('perception_lifecycle_node') + '\n\nA managed node: configure loads the '
               'model, activate subscribes (ros2 lifecycle set /univ_perception configure).')
         return 0
-    rclpy.init(args=args)
-    try:
-        node = PerceptionLifecycleNode(load)
-    except ValueError as err:
-        get_logger(NODE_NAME).fatal(f'cannot start: {err}')
-        rclpy.try_shutdown()
-        return 1
-    try:
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        # Ctrl-C in a terminal reaches the node twice (from the terminal and from ros2 launch):
-        # the second must not interrupt the clean shutdown.
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
-
+    return spin_node(lambda: PerceptionLifecycleNode(load), args)
 
 if __name__ == '__main__':
     sys.exit(main())

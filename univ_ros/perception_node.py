@@ -335,9 +335,14 @@ def main(args: list[str] | None = None, load: Loader = default_loader) -> int:
     if wants_help(argv):
         print(usage())
         return 0
+    return spin_node(lambda: PerceptionNode(load), args)
+
+
+def spin_node(make_node: Callable[[], Node], args: list[str] | None) -> int:
+    """Init, build the node (a bad parameter or model file: fatal log, exit 1), spin, shut down."""
     rclpy.init(args=args)
     try:
-        node = PerceptionNode(load)
+        node = make_node()
     except (FileNotFoundError, ValueError) as err:
         get_logger(NODE_NAME).fatal(f'cannot start: {err}')
         rclpy.try_shutdown()
@@ -353,7 +358,6 @@ def main(args: list[str] | None = None, load: Loader = default_loader) -> int:
         node.destroy_node()
         rclpy.try_shutdown()
     return 0
-
 
 if __name__ == '__main__':
     sys.exit(main())
