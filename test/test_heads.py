@@ -5,14 +5,8 @@ import torch
 from safetensors.torch import load_file, save_file
 from toy import TOY, TOY_ARCH
 
-from univ_core.models.heads import (
-    FCNHead,
-    FCOSDetector,
-    UPerNetHead,
-    balanced_class_weights,
-    point_anchors,
-    segmentation_loss,
-)
+from univ_core.models.detection_head import FCOSDetector, point_anchors
+from univ_core.models.heads import FCNHead, UPerNetHead, balanced_class_weights, segmentation_loss
 from univ_core.models.perception import DET_LEVELS, PerceptionModel, create_perception_model
 from univ_core.models.pyramid import LEVELS, SimpleFeaturePyramid, StagePyramid
 

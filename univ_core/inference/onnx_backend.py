@@ -17,7 +17,7 @@ from torch import nn
 
 from univ_core.export.onnx import INPUT_NAME, ONNX_META_KEY, DecodeInfo
 from univ_core.inference.precision import int8_reduce_range
-from univ_core.models.heads import decode_points
+from univ_core.models.detection_head import decode_points
 from univ_core.models.model_file import SPEC_KEY, ModelSpec
 
 if TYPE_CHECKING:

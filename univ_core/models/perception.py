@@ -8,7 +8,8 @@ import torch
 from torch import nn
 
 from univ_core.models.backbone import create_backbone
-from univ_core.models.heads import FCNHead, FCOSDetector, UPerNetHead, segmentation_loss
+from univ_core.models.detection_head import FCOSDetector
+from univ_core.models.heads import FCNHead, UPerNetHead, segmentation_loss
 from univ_core.models.pyramid import SimpleFeaturePyramid, StagePyramid
 
 CONVMAE_INPUT_MULTIPLE = 16  # ConvMAE-B's total patch stride
