@@ -15,14 +15,8 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from univ_core.data.labelled import (
-    LLVIP_CLASSES,
-    MSRS_DET_CLASSES,
-    BoxSet,
-    clip_boxes,
-    read_voc_boxes,
-    read_yolo_boxes,
-)
+from univ_core.data.label_files import BoxSet, clip_boxes, read_voc_boxes, read_yolo_boxes
+from univ_core.data.labelled import LLVIP_CLASSES, MSRS_DET_CLASSES
 from univ_core.data.paired import PairPaths, detect_layout, find_pairs, load_pair
 from univ_core.fleet.inputs import is_bag
 

@@ -9,124 +9,25 @@ MSRS detection labels each modality in its own file; the other sets share one bo
 """
 
 import json
-import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
-import numpy as np
 from torch.utils.data import Dataset
 
-from univ_core.data.io import read_label_image
+from univ_core.data.label_files import (
+    BoxSet,
+    BoxSource,
+    box_set,
+    clip_boxes,
+    existing_file,
+    read_coco_boxes,
+    read_mask,
+    read_voc_boxes,
+    read_yolo_boxes,
+)
 from univ_core.data.paired import PairPaths, find_pairs, load_pair
-
-BoxSet = tuple[np.ndarray, np.ndarray]  # (K, 4) float32 xyxy pixels, (K,) int64 class ids
-BoxSource = Callable[[int, int], BoxSet]  # (image width, image height) -> boxes of one image
-
-
-def _box_set(rows: list[list[float]], labels: list[int]) -> BoxSet:
-    return np.array(rows, np.float32).reshape(-1, 4), np.array(labels, np.int64)
-
-
-def _existing(path: Path, what: str = 'label file') -> Path:
-    if not path.is_file():
-        raise FileNotFoundError(f'{what} {path} not found')
-    return path
-
-
-def read_yolo_boxes(path: Path, width: int, height: int, num_classes: int) -> BoxSet:
-    """YOLO txt: one `class cx cy w h` line per box, coordinates normalised to [0, 1].
-
-    Returns:
-        (K, 4) float32 xyxy pixels of a width x height image and (K,) int64 class ids.
-    """
-    rows, labels = [], []
-    for number, line in enumerate(_existing(path).read_text().splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            values = [float(field) for field in line.split()]
-        except ValueError:
-            values = []
-        if len(values) != 5 or not values[0].is_integer():
-            raise ValueError(f'{path}:{number}: expected "class cx cy w h", got {line!r}')
-        if not 0 <= values[0] < num_classes:
-            raise ValueError(f'{path}:{number}: class id {int(values[0])} outside '
-                             f'[0, {num_classes})')
-        cx, cy, w, h = values[1:]
-        rows.append([(cx - w / 2) * width, (cy - h / 2) * height,
-                     (cx + w / 2) * width, (cy + h / 2) * height])
-        labels.append(int(values[0]))
-    return _box_set(rows, labels)
-
-
-def _class_ids(class_names: list[str]) -> dict[str, int]:
-    """Lower-cased class name -> class id (datasets spell names with varying case)."""
-    return {name.lower(): index for index, name in enumerate(class_names)}
-
-
-def read_voc_boxes(path: Path, class_names: list[str],
-                   skipped: frozenset[str] = frozenset()) -> BoxSet:
-    """Pascal VOC xml: `object/name` and `object/bndbox/{xmin,ymin,xmax,ymax}` in pixels.
-
-    Args:
-        path: the xml file.
-        class_names: names of the class ids, matched case-insensitively.
-        skipped: lower-case object names left out (FLIR's 'dog').
-
-    Returns:
-        (K, 4) float32 xyxy pixels (the values as written) and (K,) int64 class ids.
-    """
-    try:
-        root = ET.parse(_existing(path)).getroot()
-    except ET.ParseError as error:
-        raise ValueError(f'annotation file {path} is not valid xml: {error}') from error
-    ids = _class_ids(class_names)
-    rows, labels = [], []
-    for number, obj in enumerate(root.iter('object'), start=1):
-        name = (obj.findtext('name') or '').strip().lower()
-        if name in skipped:
-            continue
-        if name not in ids:
-            raise ValueError(f'{path}: object {number} has class {name!r}, expected one of '
-                             f'{class_names}')
-        try:
-            box = obj.find('bndbox')
-            rows.append([float(box.findtext(key)) for key in ('xmin', 'ymin', 'xmax', 'ymax')])
-        except (AttributeError, TypeError, ValueError) as error:
-            raise ValueError(f'{path}: object {number} lacks a numeric bndbox') from error
-        labels.append(ids[name])
-    return _box_set(rows, labels)
-
-
-def read_coco_boxes(path: Path, class_names: list[str]) -> dict[str, BoxSet]:
-    """COCO instances json (`bbox` = [x, y, w, h] pixels), categories matched by name.
-
-    Returns:
-        image file stem -> ((K, 4) float32 xyxy pixels, (K,) int64 class ids), for every image
-        the json lists (one without annotations gets empty arrays).
-    """
-    try:
-        coco = json.loads(_existing(path).read_text())
-        ids = _class_ids(class_names)
-        unknown = [c['name'] for c in coco['categories'] if str(c['name']).lower() not in ids]
-        if unknown:
-            raise ValueError(f'{path}: categories {unknown} are not in {class_names}')
-        category = {c['id']: ids[str(c['name']).lower()] for c in coco['categories']}
-        stems = {image['id']: Path(image['file_name']).stem for image in coco['images']}
-        rows: dict[str, tuple[list, list]] = {stem: ([], []) for stem in stems.values()}
-        for number, ann in enumerate(coco['annotations'], start=1):
-            if ann['image_id'] not in stems or ann['category_id'] not in category:
-                raise ValueError(f'{path}: annotation {number} names an unknown image '
-                                 f'{ann["image_id"]} or category {ann["category_id"]}')
-            x, y, w, h = (float(value) for value in ann['bbox'])
-            boxes, labels = rows[stems[ann['image_id']]]
-            boxes.append([x, y, x + w, y + h])
-            labels.append(category[ann['category_id']])
-    except (KeyError, TypeError, json.JSONDecodeError) as error:
-        raise ValueError(f'{path} is not a COCO instances json: {error!r}') from error
-    return {stem: _box_set(*pair) for stem, pair in rows.items()}
 
 
 def _fixed_boxes(boxes: BoxSet, width: int, height: int) -> BoxSet:
@@ -138,31 +39,6 @@ def _voc_source(path: Path, class_names: list[str], skipped: frozenset[str], wid
                 height: int) -> BoxSet:
     """A BoxSource reading a VOC xml when the sample is loaded."""
     return read_voc_boxes(path, class_names, skipped)
-
-
-def clip_boxes(boxes: BoxSet, width: int, height: int) -> BoxSet:
-    """Clip xyxy boxes to a width x height image; drop those left with no width or height."""
-    xyxy, labels = boxes
-    clipped = xyxy.copy()
-    clipped[:, 0::2] = clipped[:, 0::2].clip(0, width)
-    clipped[:, 1::2] = clipped[:, 1::2].clip(0, height)
-    keep = (clipped[:, 2] > clipped[:, 0]) & (clipped[:, 3] > clipped[:, 1])
-    return clipped[keep], labels[keep]
-
-
-def read_mask(path: Path, num_classes: int, ignore_index: int = 255) -> np.ndarray:
-    """Label PNG of class ids -> (H, W) uint8; values must be < num_classes or ignore_index."""
-    mask = read_label_image(path)
-    if mask.ndim == 3 and (mask == mask[..., :1]).all():
-        mask = mask[..., 0]  # (H, W): ids saved as an equal-channel colour image
-    if mask.ndim != 2 or mask.dtype != np.uint8:
-        raise ValueError(f'label image {path} must be one 8-bit channel of class ids, got '
-                         f'shape {mask.shape} dtype {mask.dtype}')
-    bad = (mask >= num_classes) & (mask != ignore_index)
-    if bad.any():
-        raise ValueError(f'label image {path} holds class ids {np.unique(mask[bad]).tolist()} '
-                         f'outside [0, {num_classes}) (ignore value {ignore_index})')
-    return mask
 
 
 @dataclass(frozen=True)
@@ -211,7 +87,7 @@ class LabelledPairs(Dataset):
                                  f'{thermal.shape} (H, W)')
         sample = {'rgb': rgb, 'thermal': thermal, 'mask': mask, 'name': item.pair.name}
         for key, source in (('rgb', item.boxes_rgb), ('ir', item.boxes_ir)):
-            boxes = source(width, height) if source is not None else _box_set([], [])
+            boxes = source(width, height) if source is not None else box_set([], [])
             sample[f'boxes_{key}'], sample[f'labels_{key}'] = clip_boxes(boxes, width, height)
         return sample
 
@@ -227,7 +103,7 @@ FLIR_CLASSES = ('person', 'bicycle', 'car')
 
 def _masks(pairs: list[PairPaths], mask_dir: Path) -> list[LabelledPairFiles]:
     """Segmentation items: mask_dir/NAME.png for each pair."""
-    return [LabelledPairFiles(p, mask=_existing(mask_dir / f'{p.name}.png', 'label image'))
+    return [LabelledPairFiles(p, mask=existing_file(mask_dir / f'{p.name}.png', 'label image'))
             for p in pairs]
 
 
@@ -245,8 +121,9 @@ def _msrs_det(root: Path, split: str) -> list[LabelledPairFiles]:
     """{split}/{vi,ir}/NAME.png; YOLO boxes detection/{visible,infrared}/{split}/NAME.txt."""
     items = []
     for pair in find_pairs(root, 'msrs', split):
-        rgb_txt, ir_txt = (_existing(root / 'detection' / modality / split / f'{pair.name}.txt')
-                           for modality in ('visible', 'infrared'))
+        rgb_txt, ir_txt = (
+            existing_file(root / 'detection' / modality / split / f'{pair.name}.txt')
+            for modality in ('visible', 'infrared'))
         count = len(MSRS_DET_CLASSES)
         items.append(LabelledPairFiles(pair, None,
                                        partial(read_yolo_boxes, rgb_txt, num_classes=count),
@@ -260,7 +137,7 @@ def _shared_voc(pairs: list[PairPaths], xml_dir: Path, classes: tuple[str, ...],
     """Detection items reading xml_dir/NAME{suffix}.xml, one box list for both modalities."""
     items = []
     for pair in pairs:
-        xml = _existing(xml_dir / f'{pair.name}{suffix}.xml')
+        xml = existing_file(xml_dir / f'{pair.name}{suffix}.xml')
         source = partial(_voc_source, xml, list(classes), skipped)
         items.append(LabelledPairFiles(pair, None, source, source))
     return items
@@ -268,7 +145,7 @@ def _shared_voc(pairs: list[PairPaths], xml_dir: Path, classes: tuple[str, ...],
 
 def _names_in(list_file: Path) -> list[str]:
     """Stems listed one per line in a split file (extensions, if any, dropped)."""
-    lines = _existing(list_file, 'split list').read_text().splitlines()
+    lines = existing_file(list_file, 'split list').read_text().splitlines()
     return [Path(line.strip()).stem for line in lines if line.strip()]
 
 
@@ -324,8 +201,8 @@ def _flir_aligned(root: Path, split: str) -> list[LabelledPairFiles]:
 def _autolabel_input(folder: Path) -> tuple[list[LabelledPairFiles], tuple]:
     """One ``univ autolabel`` input folder: pairs.json, labels/{visible,infrared}, masks/."""
     try:
-        pairs = json.loads(_existing(folder / 'pairs.json', 'autolabel pair list').read_text())
-        classes = json.loads(_existing(folder / 'provenance.json', 'autolabel provenance')
+        pairs = json.loads(existing_file(folder / 'pairs.json', 'autolabel pair list').read_text())
+        classes = json.loads(existing_file(folder / 'provenance.json', 'autolabel provenance')
                              .read_text())['classes']
         names = (list(classes['detection']), list(classes['segmentation']),
                  classes.get('palette'))
@@ -334,11 +211,11 @@ def _autolabel_input(folder: Path) -> tuple[list[LabelledPairFiles], tuple]:
         for entry in pairs['pairs']:
             name = entry['name']
             pair = PairPaths(Path(entry['rgb']), Path(entry['ir']), name)
-            txts = [_existing(folder / 'labels' / m / f'{name}.txt')
+            txts = [existing_file(folder / 'labels' / m / f'{name}.txt')
                     for m in ('visible', 'infrared')]
             mask = folder / 'masks' / f'{name}.png' if entry.get('mask') else None
             items.append(LabelledPairFiles(
-                pair, _existing(mask, 'label image') if mask else None,
+                pair, existing_file(mask, 'label image') if mask else None,
                 *(partial(read_yolo_boxes, t, num_classes=len(det)) for t in txts)))
     except (KeyError, TypeError, json.JSONDecodeError) as err:
         raise ValueError(f'{folder}: not a univ autolabel output ({err!r})') from err
