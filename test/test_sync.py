@@ -6,7 +6,7 @@ import time
 import pytest
 
 from univ_ros.stream_watch import StreamChange, StreamWatch
-from univ_ros.sync import DEFAULT_SLOP, ApproximateTimeSync, LatestSlot
+from univ_ros.sync import DEFAULT_SLOP, MAX_AUTO_SLOP, ApproximateTimeSync, LatestSlot
 
 PERIOD = 1 / 30
 
@@ -366,6 +366,20 @@ def test_auto_slop_pairs_every_frame_of_slower_unsynchronised_cameras(rgb_rate, 
     for pair in auto:
         assert pair.rgb_stamp == nearest(pair.thermal_stamp, rgb)
     assert_accounted(sync)
+
+
+def test_auto_slop_of_cameras_slower_than_reset_jump_and_through_a_pause():
+    # 0.5 Hz cameras: every stamp step is longer than reset_jump (1 s) and is their period
+    rgb, thermal = camera(0.5, 40.0), camera(0.5, 40.0, phase=0.05)
+    sync = ApproximateTimeSync(slop=None)
+    pairs = feed(sync, arrivals(rgb, thermal))
+    assert sync.slop == MAX_AUTO_SLOP and len(pairs) >= len(thermal) - 2
+    assert_accounted(sync)
+    # 30 Hz cameras pausing 5 s: the pause is one step of the nine in the median
+    frames = camera(30, 1.0) + [t + 6.0 for t in camera(30, 0.2)]
+    sync = ApproximateTimeSync(slop=None)
+    feed(sync, arrivals(frames, [t + 0.003 for t in frames]))
+    assert sync.slop == pytest.approx(PERIOD / 2)
 
 
 def test_concurrent_adds_keep_the_counters_consistent():

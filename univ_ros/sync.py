@@ -127,9 +127,11 @@ class ApproximateTimeSync:
             if stamp < self._newest[stream] - self.reset_jump:
                 self._flush_locked()
             if stamp > self._newest[stream]:
-                step = stamp - self._newest[stream]
-                if step <= self.reset_jump:  # a longer step is a pause, not a frame period
-                    self._steps[stream].append(step)
+                # every forward step after the first stamp, also those longer than reset_jump:
+                # cameras slower than 1 / reset_jump Hz have no shorter ones, and a pause is one
+                # outlier in the median
+                if self._newest[stream] > -math.inf:
+                    self._steps[stream].append(stamp - self._newest[stream])
                 self._newest[stream] = stamp
             if stamp <= self._paired_until[stream]:
                 self._misses += 1  # older than a pair already emitted
