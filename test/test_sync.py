@@ -310,6 +310,31 @@ def test_stream_watch_never_started_streams_go_stale_and_restart_gives_grace():
         watch.tick('depth')
 
 
+def test_restart_gives_grace_to_a_common_pause_not_to_a_camera_dead_before():
+    clock = FakeClock()
+    watch = StreamWatch(stale_after=0.5, clock=clock)
+    for _ in range(5):  # both cameras, then thermal unplugged while RGB goes on for 1 s
+        watch.tick('rgb'), watch.tick('thermal')
+        clock.now += 0.1
+    for _ in range(10):
+        watch.tick('rgb')
+        clock.now += 0.1
+    assert [(c.stream, c.stale) for c in watch.poll()] == [('thermal', True)]
+    clock.now += 1.0  # an RGB hiccup: no camera left
+    assert [(c.stream, c.stale) for c in watch.poll()] == [('rgb', True)]
+    watch.restart()  # what the pipeline does on the first image after that
+    watch.tick('rgb')
+    assert watch.live_streams() == ('rgb',)  # thermal is not awaited, nor reported back
+    assert [(c.stream, c.stale) for c in watch.poll()] == [('rgb', False)]
+    watch.tick('thermal')  # it is back when it sends an image
+    assert [(c.stream, c.stale) for c in watch.poll()] == [('thermal', False)]
+    clock.now += 2.0  # both pause together: both get the grace, the partner is awaited
+    assert watch.live_streams() == ()
+    watch.restart()
+    watch.tick('rgb')
+    assert watch.live_streams() == ('rgb', 'thermal')
+
+
 def camera(rate: float, seconds: float, phase: float = 0.0) -> list[float]:
     return [phase + k / rate for k in range(int(seconds * rate))]
 

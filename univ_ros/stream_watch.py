@@ -59,14 +59,24 @@ class StreamWatch:
             s: deque() for s in self.streams}
         self._first: dict[str, float] = {}  # first arrival of each stream
         self._reported_stale = dict.fromkeys(self.streams, False)
-        self.restart()
+        self._good = dict.fromkeys(self.streams, clock())  # last good image (or grace start)
+        self._bad: dict[str, tuple[float, str]] = {}  # last bad image: (time, why)
 
     def restart(self) -> None:
-        """Start the grace period again (every stream counts as live for ``stale_after``)."""
+        """Start a grace period for the cameras that fell silent together (pause, start-up).
+
+        Live for ``stale_after`` from now: every stream whose last good image is within
+        ``stale_after`` of the latest one (a common pause, or start-up: none yet).
+
+        A stream that was silent longer stays stale until it sends an image itself, so it is
+        neither reported back nor waited for.
+        """
         now = self._clock()
         with self._lock:
-            self._good = {s: now for s in self.streams}  # last good image (or the start)
-            self._bad: dict[str, tuple[float, str]] = {}  # last bad image: (time, why)
+            latest = max(self._good.values())
+            self._good = {s: now if latest - t <= self.stale_after else t
+                          for s, t in self._good.items()}
+            self._bad = {}
 
     def tick(self, stream: str, stamp: float | None = None) -> None:
         """A good image of ``stream`` arrived now; ``stamp``: its header stamp, seconds."""
