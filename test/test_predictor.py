@@ -101,6 +101,19 @@ def test_homography_maps_thermal_boxes_and_allows_different_sizes(tmp_path) -> N
         PredictorConfig(homography=[1.0, 0.0])
 
 
+def test_thermal_boxes_outside_the_rgb_view_are_clipped_or_dropped(tmp_path) -> None:
+    path = write_toy_model(tmp_path / 'toy.safetensors')
+    wider = [2.0, 0, -60, 0, 2.0, -48, 0, 0, 1.0]  # only thermal's central half is in the RGB view
+    predictor = load_predictor(PredictorConfig(model=str(path), device='cpu', score_threshold=0.0,
+                                               homography=wider))
+    rgb, thermal = pair(96, 120)
+    thermal_alone = predictor.predict(None, thermal, 'thermal').detections.boxes
+    assert np.any(thermal_alone[:, :2] < [30, 24]) or np.any(thermal_alone[:, 2:] > [90, 72])
+    boxes = predictor.predict(rgb, thermal, 'fused').detections.boxes
+    assert len(boxes) and np.all(boxes >= 0) and np.all(boxes[:, [0, 2]] <= 120)
+    assert np.all(boxes[:, [1, 3]] <= 96) and np.all(boxes[:, 2:] >= boxes[:, :2])
+
+
 def test_a_known_homography_maps_a_known_box() -> None:
     """transform_boxes (what the Predictor applies to thermal boxes) against hand values."""
     import torch

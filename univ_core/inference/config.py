@@ -46,7 +46,9 @@ class PredictorConfig:
     fusion_weights: tuple[float, float] = (1.0, 1.0)
     max_detections: int = 100  # per image
     thermal_norm: ThermalNorm = field(default_factory=ThermalNorm)
-    homography: tuple[float, ...] | None = None  # 9 values: thermal pixel -> RGB pixel
+    # 9 values: thermal pixel -> RGB pixel; fused outputs are in the RGB frame (thermal boxes
+    # clipped to it, those wholly outside dropped)
+    homography: tuple[float, ...] | None = None
     compile: bool = False  # torch.compile the model (static shapes; warm-up pays the cost)
     channels_last: bool = False  # torch: NHWC memory format for the conv pyramid and heads
     backend: str = 'torch'  # torch | onnxruntime (.onnx model file, or exported at start)

@@ -266,9 +266,17 @@ class Predictor:
             self._box_scales[(oh, ow)] = torch.tensor(
                 [ow / w, oh / h, ow / w, oh / h], device=det[j]['boxes'].device)
         b = det[j]['boxes'].float() * self._box_scales[(oh, ow)]  # input px -> image px
+        scores, labels = det[j]['scores'].float(), det[j]['labels']
         if is_thermal and mode == 'fused' and self._h_device is not None:
+            # into the RGB frame (row 0's size); a wider thermal view sees outside it: clip,
+            # and drop what lies wholly outside
+            rh, rw = rows[0][0]
             b = transform_boxes(b, self._h_device)
-        return b, det[j]['scores'].float(), det[j]['labels']
+            b = torch.stack([b[:, 0].clamp(0, rw), b[:, 1].clamp(0, rh),
+                             b[:, 2].clamp(0, rw), b[:, 3].clamp(0, rh)], 1)
+            inside = (b[:, 2] > b[:, 0]) & (b[:, 3] > b[:, 1])
+            b, scores, labels = b[inside], scores[inside], labels[inside]
+        return b, scores, labels
 
     def _detections(self, cameras: list[list[np.ndarray]], threshold: float) -> Detections:
         """One camera's boxes, or two fused (WBF); cross-class duplicates dropped, capped.
@@ -339,6 +347,6 @@ class Predictor:
 def _to_host(tensors: list[torch.Tensor]) -> list[np.ndarray]:
     """Numpy copies of device tensors: asynchronous copies, then ONE wait (no per-item sync)."""
     copies = [t.to('cpu', non_blocking=True) for t in tensors]
-    if any(t.is_cuda for t in tensors):
-        torch.cuda.current_stream().synchronize()
+    for device in {t.device for t in tensors if t.is_cuda}:  # the stream of THEIR device
+        torch.cuda.current_stream(device).synchronize()
     return [c.numpy() for c in copies]
