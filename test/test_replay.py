@@ -3,6 +3,7 @@
 import json
 import os
 import shutil
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -207,12 +208,28 @@ def test_existing_output_refused_then_replaced_identically(offline_out, msrs_bag
     assert again == first  # deterministic
 
 
-def test_truncated_mcap_bag_gives_partial_report(msrs_bag, config_file, work, capsys):
-    bag = work / 'truncated'
+def chunk_end(path, fraction: float) -> int:
+    """The end of the last whole top-level MCAP record before ``fraction`` of the file."""
+    data = path.read_bytes()
+    at, end = 8, 8  # after the magic
+    while at + 9 <= len(data) * fraction:
+        at += 9 + struct.unpack_from('<Q', data, at + 1)[0]
+        end = at if at <= len(data) * fraction else end
+    return end
+
+
+@pytest.mark.parametrize('zero_tail', [0, 4096], ids=['cut', 'cut_then_zero_filled'])
+def test_truncated_mcap_bag_gives_partial_report(msrs_bag, config_file, work, capsys,
+                                                 zero_tail):
+    # a crash or power loss often leaves zero-filled blocks after the last written byte
+    bag = work / f'truncated{zero_tail}'
     shutil.copytree(msrs_bag, bag)
     storage = bag / 'msrs_bag.mcap'
-    os.truncate(storage, int(storage.stat().st_size * 0.6))
-    out = work / 'truncated_out'
+    cut = chunk_end(storage, 0.6) if zero_tail else int(storage.stat().st_size * 0.6)
+    os.truncate(storage, cut)
+    with storage.open('ab') as file:
+        file.write(bytes(zero_tail))
+    out = work / f'truncated_out{zero_tail}'
     assert cli.main(['replay', str(bag), '--out', str(out), '--config', str(config_file),
                      '--quiet']) == 1
     err = capsys.readouterr().err.strip().splitlines()

@@ -42,6 +42,10 @@ class _Damage(Exception):
     """Where and why record parsing stopped."""
 
 
+# what stops reading: a cut or invalid record, or record contents that do not parse
+DAMAGE = (_Damage, struct.error, UnicodeDecodeError)
+
+
 def _string(buf: bytes, at: int) -> tuple[str, int]:
     """MCAP string (u32 length + UTF-8) at ``at`` -> (text, next offset)."""
     (size,) = struct.unpack_from('<I', buf, at)
@@ -56,6 +60,8 @@ def _records(data: bytes | mmap.mmap, start: int,
         if at + 9 > len(data):
             raise _Damage(f'record header cut at byte {at}')
         op, size = struct.unpack_from('<BQ', data, at)
+        if op == 0:  # reserved in MCAP: a zero-filled tail (a crash, a power loss)
+            raise _Damage(f'invalid record (opcode 0x00) at byte {at}')
         if at + 9 + size > len(data):
             raise _Damage(f'record (opcode 0x{op:02x}, {size} bytes) cut at byte {at}')
         content = data[at + 9: at + 9 + size]
@@ -110,7 +116,7 @@ def salvage_topics(path: Path) -> dict[str, tuple[str, int]]:
                 counts[key] = counts.get(key, 0) + 1
             else:
                 _channels(op, content, schemas, channels)
-    except _Damage:
+    except DAMAGE:
         pass
     return {topic: (kind, counts.get(key, 0)) for key, (topic, kind) in channels.items()}
 
@@ -134,6 +140,6 @@ def salvage_mcap(path: Path, topics: set[str]) -> Iterator[tuple[str, int, bytes
             count, last = count + 1, log_time
             if topic in topics:
                 yield topic, log_time, content[22:]
-    except _Damage as damage:
-        raise BagReadError(path, count, last, str(damage)) from None
+    except DAMAGE as damage:
+        raise BagReadError(path, count, last, str(damage) or repr(damage)) from None
     raise BagReadError(path, count, last, 'the file has no valid MCAP footer/index')
