@@ -243,6 +243,23 @@ def test_truncated_mcap_bag_gives_partial_report(msrs_bag, config_file, work, ca
     assert len(read_bag(out / 'bag')[T.DETECTIONS]) == report['pairs']['processed']
 
 
+def test_scores_do_not_depend_on_bag_log_time(msrs_bag, offline_out, config_file, work):
+    # a re-recorded or sim-time bag: every message logged 10 s after its header stamp
+    shifted = work / 'log_time_shifted'
+    with BagInput(msrs_bag) as source, BagOutput(shifted) as target:
+        for topic, info in source.topics.items():
+            target.add_topic(topic, info.msgtype)
+        for topic, time, raw in source.messages(list(source.topics)):
+            target.write_raw(topic, time + 10 * 10**9, raw)
+    out = work / 'log_time_shifted_out'
+    assert cli.main(['replay', str(shifted), '--out', str(out), '--config', str(config_file),
+                     '--quiet']) == 0
+    report = json.loads((out / 'report.json').read_text())
+    expected = json.loads((offline_out / 'report.json').read_text())
+    assert report['scores'] == expected['scores']
+    assert report['scores']['detection']['fused']['images'] == PAIRS
+
+
 def test_truncated_sqlite3_bag_is_named(data_dir, work, toy_model, capsys):
     bag = work / 'sqlite_bag'
     source = open_samples(data_dir / 'msrs_mini', 'msrs', 'train', 2)

@@ -128,7 +128,7 @@ def _stream(bag: BagInput, predictor: Any, config: ReplayConfig, writer: OutputW
                     _run_pair(pair, predictor, modes, writer, scorer, state, has_truth)
             elif topic in GT_TOPICS:
                 scorer.add_truth(topic, deserialize(raw, msgtype))
-            scorer.settle(timestamp)
+            scorer.settle(final=False)
     except BagReadError as err:
         state.error = err  # the pairs read before the damage still count
     finally:

@@ -83,7 +83,7 @@ def second_pass(bag: BagInput, reference: str, mode: str, writer: OutputWriter,
                     writer.write(det_msg.header, decode(source), mask, dets)
                     scorer.add_predictions(*partner[stamp],
                                            {mode: SimpleNamespace(mask=mask, detections=dets)})
-            scorer.settle(timestamp)
+            scorer.settle(final=False)
     except BagReadError:
         pass  # reported from the capture
 

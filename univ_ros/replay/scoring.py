@@ -65,7 +65,9 @@ class Scorer:
         det_classes: detection class names (the model's; ground-truth names outside them are
             appended and score AP 0).
         seg_classes: segmentation class names (mask ids index them), or None.
-        margin_ns: how far behind the newest bag time a pair is settled (> the sync window).
+        margin_ns: how far behind the newest header stamp seen a pair is settled (> the sync
+            window). Header stamps, not bag time: a re-recorded or sim-time bag logs its
+            messages at times unrelated to their stamps.
     """
 
     det_classes: list[str] | None
@@ -75,12 +77,14 @@ class Scorer:
     pending: list = field(default_factory=list)  # _Pending
     scored: int = 0  # pairs with ground truth
     unmatched_truth: int = 0  # ground-truth messages whose pair never formed (sync misses)
+    newest_ns: int = -(2**63)  # the newest header stamp of truth or predictions
     det_items: dict = field(default_factory=dict)  # mode -> ([prediction], [target])
     seg_meters: dict = field(default_factory=dict)  # mode -> SegmentationMeter
 
     def add_truth(self, topic: str, msg: Any) -> None:
         """Keep a ground-truth message until its pair is scored."""
         key = (topic, stamp_ns(msg.header))
+        self.newest_ns = max(self.newest_ns, key[1])
         if topic == T.GT_SEGMENTATION:
             self.truth[key] = np.array(image_to_numpy(msg))  # (H, W) uint8, 255 ignore
             return
@@ -94,11 +98,12 @@ class Scorer:
 
     def add_predictions(self, rgb_ns: int, thermal_ns: int, predictions: dict) -> None:
         """Predictions (mode -> Prediction) of the pair stamped (rgb_ns, thermal_ns)."""
+        self.newest_ns = max(self.newest_ns, rgb_ns, thermal_ns)
         self.pending.append(_Pending(rgb_ns, thermal_ns, predictions))
 
-    def settle(self, now_ns: int | None = None) -> None:
-        """Score the pairs older than ``now_ns - margin_ns`` (None: all) and drop stale truth."""
-        limit = np.iinfo(np.int64).max if now_ns is None else now_ns - self.margin_ns
+    def settle(self, final: bool = True) -> None:
+        """Score the pairs ``margin_ns`` behind the newest stamp (final: all), drop stale truth."""
+        limit = np.iinfo(np.int64).max if final else self.newest_ns - self.margin_ns
         ready = [p for p in self.pending if max(p.rgb_ns, p.thermal_ns) < limit]
         self.pending = [p for p in self.pending if max(p.rgb_ns, p.thermal_ns) >= limit]
         for item in ready:
