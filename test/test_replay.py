@@ -17,7 +17,7 @@ from univ_core.inference import Detections, Prediction, PredictorConfig, load_pr
 from univ_ros import cli
 from univ_ros.replay import topics as T
 from univ_ros.replay.bag_from_pairs import BagConfig, write_bag
-from univ_ros.replay.bagio import BagInput, BagOutput, stamp_ns, typestore
+from univ_ros.replay.bagio import BagInput, BagOutput, make_header, stamp_ns, typestore
 from univ_ros.replay.offline import ReplayConfig, replay_offline
 from univ_ros.replay.samples import open_samples
 from univ_ros.replay.scoring import boxes_from_msg, fused_truth
@@ -270,6 +270,28 @@ def test_truncated_sqlite3_bag_is_named(data_dir, work, toy_model, capsys):
                      str(toy_model), '--quiet']) == 1
     err = capsys.readouterr().err.strip()
     assert str(bag) in err and 'truncated or corrupt' in err and 'Traceback' not in err
+
+
+@pytest.mark.parametrize('problem', ['empty', 'compressed'])
+def test_a_camera_topic_empty_or_not_image_is_named(msrs_bag, work, toy_model, capsys, problem):
+    bag = work / f'thermal_{problem}'
+    thermal_type = 'sensor_msgs/msg/CompressedImage' if problem == 'compressed' else T.IMAGE
+    with BagInput(msrs_bag) as source, BagOutput(bag) as target:
+        target.add_topic(T.RGB_IMAGE, T.IMAGE)
+        target.add_topic(T.THERMAL_IMAGE, thermal_type)
+        for topic, time, raw in source.messages([T.RGB_IMAGE]):
+            target.write_raw(topic, time, raw)
+        if problem == 'compressed':
+            target.write(T.THERMAL_IMAGE, 1, typestore().types[thermal_type](
+                header=make_header(1, 't'), format='png', data=np.zeros(4, np.uint8)))
+    for argv in (['replay', str(bag)], ['replay', str(bag), '--rate', '1'],
+                 ['autolabel', str(bag)]):
+        out = work / f'thermal_{problem}_out'
+        assert cli.main([*argv, '--out', str(out), '--model', str(toy_model), '--quiet']
+                        if argv[0] == 'replay' else [*argv, '--out', str(out), '--quiet']) == 1
+        err = capsys.readouterr().err.strip()
+        assert 'Traceback' not in err and f'camera topic {T.THERMAL_IMAGE} holds' in err, err
+        assert not out.exists()
 
 
 def test_bag_without_thermal_topic_lists_its_topics(msrs_bag, work, toy_model, capsys):

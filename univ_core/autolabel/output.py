@@ -7,6 +7,7 @@ half-labelled folder that looks complete, and an existing ``out`` is only replac
 run sweeps what a killed worker left.
 """
 
+import contextlib
 import shutil
 from collections import Counter
 from pathlib import Path
@@ -58,6 +59,7 @@ class LabelWriter:
         if self.out.exists() and not force:
             raise ValueError(f'{self.out} exists; pass --force to replace it')
         self.staging = self.out.with_name(f'.{self.out.name}.partial.tmp')
+        self._new_parent = not self.out.parent.exists()  # made by staging: discard removes it
         # Made by the first file written into it: an input that fails to open leaves nothing.
         shutil.rmtree(self.staging, ignore_errors=True)
         self.table, self.config = labeller.table, labeller.config
@@ -111,6 +113,9 @@ class LabelWriter:
     def discard(self) -> None:
         """Drop the staged files of an input that failed: they are no result."""
         shutil.rmtree(self.staging, ignore_errors=True)
+        if self._new_parent:
+            with contextlib.suppress(OSError):  # not empty: another input's result is in it
+                self.out.parent.rmdir()
 
     def _score_teacher(self, teacher: dict, rb, rl, ib, il) -> None:
         """Teacher boxes (before the cut) against the real ones: how good the labels are."""

@@ -23,6 +23,7 @@ from rosbags.rosbag2.enums import CompressionFormat, CompressionMode, StoragePlu
 from rosbags.typesys import Stores, get_types_from_msg, get_typestore
 from rosbags.typesys.store import Typestore
 
+from univ_ros.replay import topics as T
 from univ_ros.replay.mcap_salvage import BagReadError, salvage_mcap, salvage_topics
 
 VISION_MSGS_DIR = Path(__file__).resolve().parents[1] / 'interfaces' / 'vision_msgs' / 'msg'
@@ -122,13 +123,24 @@ class BagInput:
         """True when the bag is damaged and read only up to the damage."""
         return self._salvage is not None
 
-    def require(self, topics: Sequence[str]) -> None:
-        """ValueError naming the missing ``topics`` and listing the bag's topics."""
-        missing = [t for t in topics if t not in self.topics]
+    def require(self, cameras: Sequence[str]) -> None:
+        """ValueError unless each of the ``cameras`` topics holds sensor_msgs/msg/Image messages.
+
+        It names what is missing, empty or of another type and lists the bag's topics.
+        """
+        listing = ', '.join(f'{t} ({i.msgtype}, {i.count})' for t, i in self.topics.items())
+        missing = [t for t in cameras if t not in self.topics]
         if missing:
-            listing = ', '.join(f'{t} ({i.msgtype}, {i.count})' for t, i in self.topics.items())
             raise ValueError(f'bag {self.path} has no topic {", ".join(missing)}; its topics: '
                              f'{listing or "none"}')
+        for topic in cameras:
+            info = self.topics[topic]
+            if info.msgtype != T.IMAGE or not info.count:
+                raise ValueError(
+                    f'bag {self.path}: camera topic {topic} holds {info.count} {info.msgtype} '
+                    f'messages, expected {T.IMAGE} (a CompressedImage topic: republish '
+                    f'it raw with image_transport republish and record that); its topics: '
+                    f'{listing}')
 
     def messages(self, topics: Sequence[str]) -> Iterator[tuple[str, int, bytes]]:
         """(topic, bag timestamp ns, raw CDR) of ``topics`` in timestamp order.
