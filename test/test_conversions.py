@@ -178,6 +178,7 @@ def test_each_problem_has_its_kind():
         (raw_message('rclpy', bytes(H * W), 'mono8', H, W, W + 1), 'data has', 'data_length'),
         (raw_message('rclpy', b'', 'mono8', 0, 0, 0), 'empty', 'empty'),
         (raw_message('rosbags', bytes(H * W), 'bayer_rggb8', H, W, W), 'even', 'data_length'),
+        (raw_message('rclpy', bytes(H * 5 * 2), 'yuv422', H, 5, 10), 'even width', 'data_length'),
     ]
     for msg, text, kind in cases:
         with pytest.raises(ImageConversionError, match=text) as caught:

@@ -144,6 +144,9 @@ def image_to_numpy(msg: Any) -> np.ndarray:
             raise ImageConversionError(
                 f'Bayer image {width}x{height} must have an even width and height', 'data_length'
             )
+        if layout.channels == 2 and width % 2:  # YUV 4:2:2: two pixels share one U and V
+            raise ImageConversionError(
+                f'{encoding} image {width}x{height} must have an even width', 'data_length')
         stored = np.ascontiguousarray(pixels if layout.channels > 1 else pixels[..., 0])
         image = cv2.cvtColor(stored, layout.cv2_code)  # (H, W, 3) RGB, a new array
     elif layout.to_canonical is None:
