@@ -18,3 +18,18 @@ def test_compact_file_with_a_named_backbone_round_trips(tmp_path):
         assert torch.equal(loaded.backbone.state_dict()[name], tensor), name
     for name, tensor in model.head_state_dict().items():  # heads, through fp16
         assert torch.equal(loaded.head_state_dict()[name], tensor.half().float()), name
+
+
+def test_atomic_writes_get_the_umask_mode_not_mkstemps_0600(tmp_path):
+    import os
+
+    from univ_core.train.checkpoint import save_state, write_json
+
+    old = os.umask(0o022)
+    try:
+        paths = [save_state(tmp_path / 'last.pt', {'step': 1}),
+                 write_json(tmp_path / 'summary.json', {'a': 1})]
+    finally:
+        os.umask(old)
+    assert [oct(p.stat().st_mode & 0o777) for p in paths] == ['0o644', '0o644']
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['last.pt', 'summary.json']  # no temp

@@ -12,6 +12,13 @@ import torch
 from safetensors.torch import save_file
 
 
+def _umask() -> int:
+    """The process's umask (read by setting it, then restoring it)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write(path: Path, write: Any) -> Path:
     """Call ``write(tmp_path)`` then rename over ``path``: readers never see a partial file."""
     path = Path(path)
@@ -20,6 +27,7 @@ def atomic_write(path: Path, write: Any) -> Path:
     os.close(fd)
     try:
         write(Path(tmp))
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp's 0600 would hide results from other users
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
