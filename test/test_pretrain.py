@@ -147,6 +147,8 @@ def test_clip_mode_is_validated(tmp_path: Path) -> None:
     config = write_config(tmp_path / 'c.yaml', tmp_path, tmp_path / 'out')
     with pytest.raises(ValueError, match="clip_mode.*'per_param'"):
         load_config(PretrainConfig, config, ['clip_mode=per_param'])
+    with pytest.raises(ValueError, match='max_steps must be >= 1'):  # not "no limit"
+        load_config(PretrainConfig, config, ['max_steps=0'])
 
 
 @pytest.fixture(scope='module')

@@ -97,6 +97,9 @@ class PretrainConfig:
                              f'{self.clip_mode!r}')
         self.img_size = as_hw(self.img_size)
         self.lora = self.lora.for_arch(self.arch)  # explicit targets in checkpoints and logs
+        if self.max_steps is not None and self.max_steps < 1:  # 0 read as "no limit" before
+            raise ValueError(f'pretrain config: max_steps must be >= 1 (or unset: the whole '
+                             f'schedule), got {self.max_steps}')
         if not 0 < self.gamma < 1:
             raise ValueError(f'pretrain config: gamma must be in (0, 1), got {self.gamma}')
 
@@ -217,7 +220,7 @@ def train(cfg: PretrainConfig, base: Path = Path('.'), resume: bool = False):
         if state.get('cuda_rng') and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state['cuda_rng'])
         step = state['step']
-    last = min(total, cfg.max_steps or total)
+    last = total if cfg.max_steps is None else min(total, cfg.max_steps)
     loss_fn = PCCLLoss(cfg.temperature, center=cfg.center_tokens)
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
