@@ -260,6 +260,22 @@ def test_scores_do_not_depend_on_bag_log_time(msrs_bag, offline_out, config_file
     assert report['scores']['detection']['fused']['images'] == PAIRS
 
 
+def test_online_warmup_stamps_never_reach_the_bags(msrs_bag):
+    from univ_ros.replay.online import OnlineConfig, _warmup_pairs
+
+    config = OnlineConfig()
+    with BagInput(msrs_bag) as bag:
+        first = {t: min(stamp_ns(typestore().deserialize_cdr(raw, T.IMAGE).header)
+                        for _, _, raw in bag.messages([t]))
+                 for t in (config.rgb_topic, config.thermal_topic)}
+        warmup = _warmup_pairs(bag, config)
+        stamps = [{t: stamp_ns(typestore().deserialize_cdr(raw, T.IMAGE).header)
+                   for t, raw in next(warmup).items()} for _ in range(400)]  # ~80 s of waiting
+    for topic, bag_first in first.items():
+        assert max(s[topic] for s in stamps) <= bag_first - 10**9
+        assert stamps[1][topic] > stamps[0][topic]  # forward while it can
+
+
 def test_truncated_sqlite3_bag_is_named(data_dir, work, toy_model, capsys):
     bag = work / 'sqlite_bag'
     source = open_samples(data_dir / 'msrs_mini', 'msrs', 'train', 2)

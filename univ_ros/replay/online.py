@@ -49,6 +49,7 @@ from univ_ros.replay.report import write_report
 from univ_ros.replay.scoring import Scorer
 
 WARMUP_SHIFT_NS = 5 * 10**9  # the warm-up pair is stamped this long before the bag
+WARMUP_REPEATS = 30 * (WARMUP_SHIFT_NS - 10**9) // 10**9  # 1/30 s apart, ending 1 s before it
 
 
 @dataclass
@@ -113,8 +114,10 @@ def _camera_messages(bag: BagInput, config: OnlineConfig, total: int):
 def _warmup_pairs(bag: BagInput, config: OnlineConfig) -> Iterator[dict[str, bytes]]:
     """The bag's first image of each camera, restamped WARMUP_SHIFT_NS earlier.
 
-    Each repetition is stamped 1/30 s later: a camera never repeats a stamp, and the node's
-    pairing relies on stamps moving forward.
+    Each repetition is stamped 1/30 s later (the node's pairing relies on stamps moving
+    forward), up to 1 s before the bag's first stamps; a node slower to answer gets them again
+    from the start (the backward jump restarts its pairing), so no warm-up stamp is ever a
+    stamp of the bag.
     """
     firsts: dict[str, Any] = {}
     for topic, _, raw in bag.messages([config.rgb_topic, config.thermal_topic]):
@@ -125,7 +128,7 @@ def _warmup_pairs(bag: BagInput, config: OnlineConfig) -> Iterator[dict[str, byt
     for k in itertools.count():
         pair = {}
         for topic, msg in firsts.items():
-            stamp = starts[topic] + k * 10**9 // 30
+            stamp = starts[topic] + k % WARMUP_REPEATS * 10**9 // 30
             msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(stamp, 10**9)
             pair[topic] = bytes(typestore().serialize_cdr(msg, T.IMAGE))
         yield pair
