@@ -69,3 +69,26 @@ def test_the_seg_prior_correction_moves_decisions_back_by_its_fraction_of_the_we
     assert (after.argmax(1) == 2).sum() <= (before.argmax(1) == 2).sum()
     with pytest.raises(ValueError, match='seg_prior_correction'):
         FinetuneConfig(seg_prior_correction=1.5)
+
+
+def test_crop_views_of_16_bit_thermal_keep_the_whole_frames_mapping():
+    """A crop is mapped to [0, 1] as part of its frame (inference's view), not stretched alone."""
+    import numpy as np
+    import torch
+
+    from univ_core.data.thermal import ThermalNorm
+    from univ_core.data.transforms import IR_MEAN, IR_STD, CropWindow
+    from univ_core.inference.preprocess import Preprocessor
+    from univ_core.train.views import training_views
+
+    scene = np.tile(np.linspace(20000, 40000, 64).astype(np.uint16), (64, 1))  # a gradient
+    no_boxes = np.zeros((0, 4), np.float32), np.zeros(0, np.int64)
+    sample = {'rgb': np.zeros((64, 64, 3), np.uint8), 'thermal': scene, 'mask': None,
+              'boxes_rgb': no_boxes[0], 'labels_rgb': no_boxes[1],
+              'boxes_ir': no_boxes[0], 'labels_ir': no_boxes[1]}
+    prep = Preprocessor((32, 32), ThermalNorm(), torch.device('cpu'))
+    left_half = CropWindow(0, 0, 64, 32, (32, 32), False)
+    full, crop = (x[0, 0] * IR_STD + IR_MEAN
+                  for x, _ in training_views(sample, 'thermal', [None, left_half], prep))
+    # scene column 31: the frame's middle (~0.5), also at the right edge of the left-half crop
+    assert abs(full[16, 15].item() - 0.5) < 0.05 and abs(crop[16, 31].item() - 0.5) < 0.05

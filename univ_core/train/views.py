@@ -13,11 +13,13 @@ import numpy as np
 import torch
 
 from univ_core.data.joint_transforms import apply_window
-from univ_core.data.transforms import CropWindow, PairedRandomResizedCrop
+from univ_core.data.thermal import ThermalNorm
+from univ_core.data.transforms import CropWindow, PairedRandomResizedCrop, thermal_to_unit
 from univ_core.inference.preprocess import Preprocessor
 from univ_core.train.downstream_data import model_inputs
 
 IGNORE = 255  # mask value of unlabelled pixels
+UNIT_THERMAL = ThermalNorm(mode='fixed', low=0.0, high=1.0)  # already in [0, 1]
 
 
 def view_windows(height: int, width: int, views: int, input_size: tuple[int, int],
@@ -52,6 +54,11 @@ def training_views(sample: dict, modality: str, windows: list[CropWindow | None]
     h, w = sample['thermal'].shape[:2]
     if sample.get('mask') is None:
         sample = {**sample, 'mask': np.full((h, w), IGNORE, np.uint8)}
+    if modality == 'thermal' and sample['thermal'].dtype != np.uint8:
+        # 16-bit / float: mapped to [0, 1] on the whole frame as at inference, then cropped;
+        # a crop stretched between its own percentiles would look unlike any deployed frame
+        sample = {**sample, 'thermal': thermal_to_unit(sample['thermal'], prep.thermal_norm)}
+        prep = Preprocessor(prep.input_size, UNIT_THERMAL, prep.device)
     for window in windows:
         view = sample if window is None else apply_window(sample, window, min_box_size)
         yield model_inputs(view, modality, prep)
