@@ -209,7 +209,9 @@ def replay_bag(bag_path: Path, out: Path, predictor: Any, config: ReplayConfig,
             staging.mkdir()
             start = time.perf_counter()
             with BagOutput(staging / 'bag', config.storage) as out_bag:
-                picks = spread(config.overlays, bag.topics[config.rgb_topic].count)
+                # pairs are at most the slower camera's images (a pair index picks an overlay)
+                picks = spread(config.overlays, min(bag.topics[t].count for t in
+                                                    (config.rgb_topic, config.thermal_topic)))
                 writer = OutputWriter(out_bag, predictor.palette, seg, staging / 'overlays',
                                       picks)
                 sync = _stream(bag, predictor, config, writer, scorer, state)
