@@ -241,3 +241,18 @@ def test_lora_export_refuses_a_merge_beyond_the_given_tolerance(toy_pairs: Path,
                  str(out)]) == 0  # the default tolerance: 1e-4 in float64
     record = json.loads(out.with_suffix('.json').read_text())
     assert 1e-12 < record['merge_max_abs_diff'] <= 1e-4 and record['step'] == 1
+
+
+def test_lora_export_refuses_a_run_not_started_from_the_teacher(toy_pairs: Path, tmp_path: Path,
+                                                                capsys) -> None:
+    # an adapter is merged into the embedded teacher: one trained on another start is refused
+    from univ_ros.cli import main
+
+    run = tmp_path / 'run'
+    train(load_config(PretrainConfig, write_config(
+        tmp_path / 'c.yaml', toy_pairs, run, arch='vit_small_patch14_dinov2', weights='univ',
+        backbone_overrides={}, img_size=28, max_steps=1, warmup_epochs=0)))
+    out = tmp_path / 'adapter.safetensors'
+    assert main(['export', '--format', 'lora', '--from-pretrain', str(run), '--out',
+                 str(out)]) == 1
+    assert "pre-trained from weights 'univ'" in capsys.readouterr().err and not out.exists()

@@ -48,3 +48,20 @@ def test_the_merged_backbone_is_the_adapters_student(images: torch.Tensor) -> No
     assert float64_difference(student, merged, images) < MERGE_TOLERANCE
     assert fp32_gap < 1e-3  # fp32 summation order only (1.6e-4 here; README "Pre-training")
     assert moved > 1.0  # the adapter changed the teacher: the comparison is not vacuous
+
+
+def test_the_merged_backbone_cache_is_keyed_by_settings_too() -> None:
+    """alpha scales the merge: the same tensors with another alpha are another backbone."""
+    import dataclasses
+
+    from univ_core.models.univ_weights import merged_path
+
+    lora, arch, settings, _ = read_lora(UNIV_ADAPTER)
+    shipped = ensure_merged()
+    assert merged_path(lora, arch, settings) == shipped  # reused, not rebuilt
+    other = merged_path(lora, arch, dataclasses.replace(settings, alpha=settings.alpha / 4))
+    try:
+        assert other != shipped
+    finally:
+        other.unlink()
+        other.with_suffix('.json').unlink()

@@ -81,6 +81,10 @@ def export_adapter(run_dir: Path, out: Path, snapshot: Path | None = None,
     from univ_core.train.default_model import git_commit
 
     cfg, step, student = run_student(run_dir, snapshot)
+    if cfg.weights != 'default':  # an adapter is always merged into the embedded teacher
+        raise ValueError(f'{run_dir}: pre-trained from weights {cfg.weights!r}; a LoRA adapter '
+                         'applies to the embedded teacher only (weights: default). Export the '
+                         'merged backbone instead (--format safetensors)')
     half = {n: p.detach().half().float() for n, p in lora_state(student).items()}
     load_lora_strict(student, half, 'fp16 adapter')
     diff = merge_difference(student, merge_lora(student), cfg.img_size)

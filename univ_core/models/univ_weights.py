@@ -67,11 +67,15 @@ def merge_lora_tensors(lora: dict[str, torch.Tensor], arch: str,
     return merge_lora(student.eval()).backbone.state_dict()
 
 
-def _content_key(lora: dict[str, torch.Tensor]) -> str:
-    """sha256 of the LoRA tensors as fp16 (what a shipped file holds), names included."""
+def _content_key(lora: dict[str, torch.Tensor], arch: str, settings: LoraSettings) -> str:
+    """sha256 of what the merge depends on: arch, settings (alpha scales it), fp16 tensors.
+
+    The tensors as fp16 (what a shipped file holds), names included.
+    """
     import hashlib
 
-    digest = hashlib.sha256()
+    digest = hashlib.sha256(json.dumps([arch, vars(settings)], sort_keys=True,
+                                       default=list).encode())
     for name in sorted(lora):
         digest.update(name.encode())
         digest.update(lora[name].detach().to(torch.float16).contiguous().numpy().tobytes())
@@ -84,7 +88,7 @@ def merged_path(lora: dict[str, torch.Tensor], arch: str, settings: LoraSettings
     The cache file's own sha256 is checked against its record on every use: a damaged or
     foreign file is rebuilt, never trusted.
     """
-    key = _content_key(lora)
+    key = _content_key(lora, arch, settings)
     path = cache_dir() / f'univ_backbone.{key[:16]}.safetensors'
     record = path.with_suffix('.json')
     if path.is_file() and record.is_file():
