@@ -107,6 +107,26 @@ def test_files_that_are_not_a_release_are_refused_naming_them(tmp_path: Path, pa
         univ_release.release_state_dict(tmp_path / 'missing.pth')
 
 
+def test_damaged_weight_files_are_named(tmp_path: Path) -> None:
+    """A cut zip checkpoint, an empty one and junk safetensors: ValueErrors naming the file."""
+    from univ_core.models.convmae import _read_state_dict
+    from univ_core.models.univ_weights import read_lora
+
+    whole = tmp_path / 'whole.pth'
+    torch.save({'student': {'norm.weight': torch.ones(4096)}}, whole)
+    cut, empty, junk = tmp_path / 'cut.pth', tmp_path / 'empty.pth', tmp_path / 'junk.safetensors'
+    cut.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+    empty.write_bytes(b'')
+    junk.write_bytes(b'not a safetensors file')
+    calls = [(univ_release.release_state_dict, cut), (univ_release.release_state_dict, empty),
+             (functools.partial(_read_state_dict, entry='model'), cut),
+             (functools.partial(_read_state_dict, entry='model'), empty),
+             (functools.partial(_read_state_dict, entry='model'), junk), (read_lora, junk)]
+    for read, path in calls:
+        with pytest.raises(ValueError, match=str(path)):
+            read(path)
+
+
 def test_cli_writes_an_atomic_safetensors_file(tmp_path: Path, monkeypatch, capsys) -> None:
     monkeypatch.setattr(univ_release, 'release_state_dict',  # full size is ~350 MB: tiny here
                         functools.partial(univ_release.release_state_dict, **TINY))

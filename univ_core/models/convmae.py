@@ -21,6 +21,7 @@ from math import prod
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.layers import (
@@ -264,13 +265,14 @@ def _read_state_dict(path: Path, entry: str) -> dict[str, torch.Tensor]:
     """A flat safetensors file, or ``torch.load(path)[entry]``."""
     if not path.is_file():
         raise FileNotFoundError(f'{path}: ConvMAE checkpoint not found')
-    if path.suffix == '.safetensors':
-        return load_file(path)
     try:  # MAE-style training checkpoints also pickle the run's argparse.Namespace
+        if path.suffix == '.safetensors':
+            return load_file(path)
         with torch.serialization.safe_globals([argparse.Namespace]):
             payload = torch.load(path, map_location='cpu', weights_only=True)
-    except pickle.UnpicklingError as error:
-        raise ValueError(f'{path}: not loadable with weights_only=True: {error}') from error
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, SafetensorError) as error:
+        raise ValueError(f'{path}: not a readable checkpoint (torch.load with weights_only=True, '
+                         f'or safetensors): {error}') from error
     if not isinstance(payload, dict) or not isinstance(payload.get(entry), dict):
         found = list(payload)[:5] if isinstance(payload, dict) else type(payload).__name__
         raise ValueError(f'{path}: expected a dict holding a state dict under {entry!r} '

@@ -41,7 +41,7 @@ def read_release_student(path: Path) -> dict[str, torch.Tensor]:
     try:
         with torch.serialization.safe_globals([argparse.Namespace]):
             payload = torch.load(path, map_location='cpu', weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError) as error:
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as error:  # OSError: cut zip
         raise ValueError(f'{path}: not a UNIV release checkpoint loadable with weights_only=True '
                          f'({error})') from error
     student = payload.get(RELEASE_ENTRY) if isinstance(payload, dict) else None

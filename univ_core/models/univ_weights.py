@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 
 from univ_core.models.lora import LoraSettings, add_lora, load_lora_strict, merge_lora
 from univ_core.models.weights import (
@@ -43,11 +43,14 @@ def read_lora(path: Path) -> tuple[dict[str, torch.Tensor], str, LoraSettings, d
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f'LoRA adapter {path} not found')
-    with safe_open(str(path), 'pt') as f:
-        meta = json.loads((f.metadata() or {}).get(LORA_META, 'null') or 'null')
-        if not meta:
-            raise ValueError(f'{path}: not a UNIV LoRA adapter (no {LORA_META} metadata)')
-        tensors = {k: f.get_tensor(k).float() for k in f.keys()}  # noqa: SIM118
+    try:
+        with safe_open(str(path), 'pt') as f:
+            meta = json.loads((f.metadata() or {}).get(LORA_META, 'null') or 'null')
+            tensors = {k: f.get_tensor(k).float() for k in f.keys()}  # noqa: SIM118
+    except (SafetensorError, OSError, ValueError) as error:
+        raise ValueError(f'{path}: not a readable safetensors file ({error})') from error
+    if not meta:
+        raise ValueError(f'{path}: not a UNIV LoRA adapter (no {LORA_META} metadata)')
     return tensors, meta['arch'], LoraSettings(**meta['lora']), meta
 
 
