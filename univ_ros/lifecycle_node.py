@@ -139,5 +139,6 @@ def main(args: list[str] | None = None, load: Loader = default_loader) -> int:
         return 0
     return spin_node(lambda: PerceptionLifecycleNode(load), args)
 
+
 if __name__ == '__main__':
     sys.exit(main())

@@ -359,5 +359,6 @@ def spin_node(make_node: Callable[[], Node], args: list[str] | None) -> int:
         rclpy.try_shutdown()
     return 0
 
+
 if __name__ == '__main__':
     sys.exit(main())

@@ -266,17 +266,14 @@ class Predictor:
             self._box_scales[(oh, ow)] = torch.tensor(
                 [ow / w, oh / h, ow / w, oh / h], device=det[j]['boxes'].device)
         b = det[j]['boxes'].float() * self._box_scales[(oh, ow)]  # input px -> image px
-        scores, labels = det[j]['scores'].float(), det[j]['labels']
         if is_thermal and mode == 'fused' and self._h_device is not None:
-            # into the RGB frame (row 0's size); a wider thermal view sees outside it: clip,
-            # and drop what lies wholly outside
+            # into the RGB frame (row 0's size); a wider thermal view sees outside it: clipped
+            # here, and what lies wholly outside (now empty) dropped on the host (no sync here)
             rh, rw = rows[0][0]
             b = transform_boxes(b, self._h_device)
-            b = torch.stack([b[:, 0].clamp(0, rw), b[:, 1].clamp(0, rh),
-                             b[:, 2].clamp(0, rw), b[:, 3].clamp(0, rh)], 1)
-            inside = (b[:, 2] > b[:, 0]) & (b[:, 3] > b[:, 1])
-            b, scores, labels = b[inside], scores[inside], labels[inside]
-        return b, scores, labels
+            b[:, 0::2].clamp_(0, rw)
+            b[:, 1::2].clamp_(0, rh)
+        return b, det[j]['scores'].float(), det[j]['labels']
 
     def _detections(self, cameras: list[list[np.ndarray]], threshold: float) -> Detections:
         """One camera's boxes, or two fused (WBF); cross-class duplicates dropped, capped.
@@ -292,6 +289,10 @@ class Predictor:
         elif len(cameras) == 1:
             b, s, lab = cameras[0]
         else:
+            if self._h is not None:  # thermal boxes wholly outside the RGB view: empty, dropped
+                tb = cameras[1][0]
+                keep = (tb[:, 2] > tb[:, 0]) & (tb[:, 3] > tb[:, 1])
+                cameras = [cameras[0], [x[keep] for x in cameras[1]]]
             boxes, scores, labels = zip(*cameras, strict=True)
             scores = [w * s for w, s in zip(cfg.fusion_weights, scores, strict=True)]
             b, s, lab = fuse_boxes(boxes, scores, labels, iou=cfg.fusion_iou,

@@ -7,6 +7,7 @@ view 1 its mirror; views 2+ random crops of the UNIV crop geometry (a fraction o
 aspect kept), with boxes and masks moved alike and boxes left tiny by the crop dropped.
 """
 
+import functools
 from collections.abc import Iterator
 
 import numpy as np
@@ -20,6 +21,12 @@ from univ_core.train.downstream_data import model_inputs
 
 IGNORE = 255  # mask value of unlabelled pixels
 UNIT_THERMAL = ThermalNorm(mode='fixed', low=0.0, high=1.0)  # already in [0, 1]
+
+
+@functools.lru_cache(maxsize=4)
+def _unit_preprocessor(input_size: tuple[int, int], device: torch.device) -> Preprocessor:
+    """The Predictor's preprocessing for thermal already mapped to [0, 1] (made once)."""
+    return Preprocessor(input_size, UNIT_THERMAL, device)
 
 
 def view_windows(height: int, width: int, views: int, input_size: tuple[int, int],
@@ -58,7 +65,7 @@ def training_views(sample: dict, modality: str, windows: list[CropWindow | None]
         # 16-bit / float: mapped to [0, 1] on the whole frame as at inference, then cropped;
         # a crop stretched between its own percentiles would look unlike any deployed frame
         sample = {**sample, 'thermal': thermal_to_unit(sample['thermal'], prep.thermal_norm)}
-        prep = Preprocessor(prep.input_size, UNIT_THERMAL, prep.device)
+        prep = _unit_preprocessor(prep.input_size, prep.device)
     for window in windows:
         view = sample if window is None else apply_window(sample, window, min_box_size)
         yield model_inputs(view, modality, prep)
