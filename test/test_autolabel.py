@@ -85,3 +85,25 @@ def test_provenance_names_the_teachers_by_sha256(labelled):
     assert sha['segmenter'] == file_sha256(config.segmenter_path())
     assert summary['pairs'] == len(MSRS) and summary['real_label_pairs'] == len(MSRS)
     assert (out / 'msrs_mini' / 'summary.png').stat().st_size > 0
+
+
+def test_a_bag_of_compressed_images_is_labelled_like_its_raw_twin(data_dir, tmp_path):
+    """Topics named on the command line; PNG (lossless) gives the raw bag's labels exactly."""
+    source = tmp_path / 'msrs'
+    for sub in ('train/vi', 'train/ir'):
+        (source / sub).mkdir(parents=True)
+        shutil.copy(data_dir / 'msrs_mini' / sub / f'{MSRS[0]}.png', source / sub)
+    labels = {}
+    for transport in ('raw', 'png'):
+        bag = tmp_path / f'{transport}_bag'
+        assert cli.main(['bag-from-pairs', str(source), '--format', 'msrs', '--out', str(bag),
+                         '--transport', transport]) == 0
+        suffix = '' if transport == 'raw' else '/compressed'
+        topics = ['--rgb-topic', f'/camera/rgb/image_raw{suffix}',
+                  '--thermal-topic', f'/camera/thermal/image_raw{suffix}']
+        out = tmp_path / f'{transport}_labels'
+        assert cli.main(['autolabel', str(bag), '--out', str(out), '--quiet', *topics]) == 0
+        files = sorted((out / bag.name / 'labels').rglob('*.txt'))
+        labels[transport] = [(f.relative_to(out / bag.name), f.read_text()) for f in files]
+    assert len(labels['raw']) == 2 and any(text for _, text in labels['raw'])
+    assert labels['png'] == labels['raw']

@@ -140,4 +140,5 @@ def test_bad_arguments_name_the_problem(data_dir, tmp_path):
     with pytest.raises(FileNotFoundError, match='nowhere'):
         bag_from_pairs.main(argparse.Namespace(
             dataset=tmp_path / 'nowhere', format='msrs', out=tmp_path / 'c', split='train',
-            rate=30.0, skew_ms=3.0, storage='mcap', compress=False, limit=None, force=False))
+            rate=30.0, skew_ms=3.0, storage='mcap', compress=False, limit=None, force=False,
+            transport='raw'))

@@ -40,7 +40,7 @@ from std_msgs.msg import Header
 from vision_msgs.msg import Detection2DArray, LabelInfo
 
 from univ_ros import conversions as conv
-from univ_ros.compressed import rgb_from_compressed, thermal_from_compressed
+from univ_ros.compressed import DECODERS
 from univ_ros.messages import (
     StatusReport,
     fill_detections,
@@ -67,12 +67,6 @@ NODE_NAME = 'univ_perception'
 OUTPUT_QOS = QoSProfile(depth=5)  # reliable, volatile: what RViz and recorders expect
 LATCHED = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL)
 INFO_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.BEST_EFFORT)  # matches any driver
-DECODERS = {
-    ('rgb', 'raw'): conv.rgb_from_msg,
-    ('thermal', 'raw'): conv.thermal_from_msg,
-    ('rgb', 'compressed'): rgb_from_compressed,
-    ('thermal', 'compressed'): thermal_from_compressed,
-}
 Loader = Callable[[Any], Any]  # PredictorConfig -> Predictor
 
 

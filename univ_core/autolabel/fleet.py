@@ -46,14 +46,15 @@ def output_keys(paths: Sequence[Path]) -> list[str]:
             for p, n in zip(paths, names, strict=True)]
 
 
-def pair_count(path: Path, layout: str, split: str | None) -> int:
+def pair_count(path: Path, layout: str, split: str | None,
+               topics: tuple[str, str] | None = None) -> int:
     """Pairs of an input (a bag: its RGB frames); 0 when unreadable (the worker names why)."""
     try:
         if is_bag(path):
-            from univ_ros.replay import topics
+            from univ_ros.replay import topics as T
             from univ_ros.replay.fleet import frame_count  # optional: univ_core runs without ROS
 
-            return frame_count(path, topics.RGB_IMAGE)
+            return frame_count(path, topics[0] if topics else T.RGB_IMAGE)
         return len(find_pairs(path, layout, split))
     except (ImportError, OSError, ValueError):
         return 0
@@ -67,11 +68,13 @@ class AutolabelJob:
         config: the labelling settings of every input.
         layout: layout of the dataset folders ('auto': each its own).
         split: the split to label where a layout has splits (None: all).
+        topics: the (RGB, thermal) camera topics of bag inputs (None: the replay's defaults).
     """
 
     config: AutolabelConfig = field(default_factory=AutolabelConfig)
     layout: str = 'auto'
     split: str | None = None
+    topics: tuple[str, str] | None = None
     kind: str = 'autolabel'
     items_name: str = 'pair'
 
@@ -84,13 +87,14 @@ class AutolabelJob:
         config = {k: v for k, v in dataclasses.asdict(self.config).items()
                   if k not in ('threads', 'classes')}
         return {'autolabel': config, 'layout': self.layout, 'split': self.split,
+                **({'topics': list(self.topics)} if self.topics else {}),
                 'teachers': self.config.teacher_sha256(),
                 'classes': dataclasses.asdict(ClassTable.load(self.config.classes))}
 
     def plan(self, inputs: Sequence[str]) -> list[Unit]:
         """One unit per input found in ``inputs`` (paths, folders of inputs, globs)."""
         paths = expand(inputs, is_input, WHAT)
-        return [Unit(key, str(path), pair_count(path, self.layout, self.split),
+        return [Unit(key, str(path), pair_count(path, self.layout, self.split, self.topics),
                      fingerprint(path)) for path, key in zip(paths, output_keys(paths),
                                                              strict=True)]
 
@@ -132,7 +136,8 @@ class AutolabelWorker:
 
         job = self.job
         provenance = autolabel_input(unit.source, Path(out) / unit.key, self.labeller,
-                                     job.layout, job.split, force=True, progress=False)
+                                     job.layout, job.split, force=True, progress=False,
+                                     topics=job.topics)
         row = {'error': None, 'output': unit.key, **{k: provenance[k] for k in COUNTS},
                'boxes': {m: provenance['counts'][m] for m in MODALITY_DIRS},
                'label_s': provenance['seconds']}

@@ -49,8 +49,11 @@ def load_labeller(config: AutolabelConfig) -> Labeller:
 
 def autolabel_input(source: str, out: Path, labeller: Labeller, layout: str = 'auto',
                     split: str | None = None, force: bool = False,
-                    progress: bool = True) -> dict:
+                    progress: bool = True, topics: tuple[str, str] | None = None) -> dict:
     """Label every pair of one input (a dataset folder or a bag) into ``out``.
+
+    ``topics``: a bag's (RGB, thermal) camera topics, raw or compressed (None: the defaults of
+    :mod:`univ_ros.replay.topics`).
 
     Returns:
         The input's provenance summary (also written to ``out/provenance.json``).
@@ -59,7 +62,8 @@ def autolabel_input(source: str, out: Path, labeller: Labeller, layout: str = 'a
     start = time.perf_counter()
     try:
         # A bag's pairs are decoded into the staging folder, so they move into ``out`` with it.
-        pairs = open_input(source, layout, split, writer.staging, progress=progress)
+        pairs = open_input(source, layout, split, writer.staging, progress=progress,
+                           topics=topics)
         for item in tqdm(pairs, desc=f'autolabel {input_tag(source)}', unit='pair',
                          disable=not progress):
             writer.add(item)
@@ -82,6 +86,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--force', action='store_true',
                         help='replace existing outputs (fleet: redo every input)')
     parser.add_argument('--quiet', action='store_true', help='no progress bars')
+    parser.add_argument('--rgb-topic', default=None,
+                        help='bags: the RGB camera topic, sensor_msgs/Image or CompressedImage '
+                             '(default /camera/rgb/image_raw)')
+    parser.add_argument('--thermal-topic', default=None,
+                        help='bags: the thermal camera topic (default /camera/thermal/image_raw)')
     parser.add_argument('overrides', nargs='*', help='key=value, e.g. box_threshold=0.4')
     add_fleet_arguments(parser)
 
@@ -102,6 +111,15 @@ def split_overrides(args: argparse.Namespace) -> None:
         raise ValueError('no input given (dataset folders or bags)')
 
 
+def bag_topics(args: argparse.Namespace) -> tuple[str, str] | None:
+    """(RGB, thermal) camera topics of bag inputs, or None for the defaults."""
+    if args.rgb_topic is None and args.thermal_topic is None:
+        return None
+    from univ_ros.replay import topics as T  # bags need univ_ros anyway
+
+    return args.rgb_topic or T.RGB_IMAGE, args.thermal_topic or T.THERMAL_IMAGE
+
+
 def run_fleet_autolabel(args: argparse.Namespace, config: AutolabelConfig) -> int:
     """Every input labelled on Ray workers (or here), one summary; returns the exit code."""
     from univ_core.autolabel.fleet import SUMMARY, AutolabelJob
@@ -109,7 +127,8 @@ def run_fleet_autolabel(args: argparse.Namespace, config: AutolabelConfig) -> in
     from univ_core.fleet.runner import run_fleet
 
     fleet = fleet_config(args, args.out, args.force, not args.quiet)
-    outcome = run_fleet(AutolabelJob(config, args.layout, args.split), args.inputs, fleet)
+    outcome = run_fleet(AutolabelJob(config, args.layout, args.split, bag_topics(args)),
+                        args.inputs, fleet)
     report = outcome.report
     inputs, totals = report['inputs'], report['totals']
     for error in report['errors']:
@@ -133,7 +152,7 @@ def main(args: argparse.Namespace) -> int:
     (source,) = args.inputs
     out = args.out / input_tag(source)
     summary = autolabel_input(source, out, load_labeller(config), args.layout, args.split,
-                              args.force, not args.quiet)
+                              args.force, not args.quiet, bag_topics(args))
     counts = summary['counts']
     print(f"autolabel: {source}: {summary['pairs']} pairs ({summary['night_pairs']} night), "
           f"{sum(counts['rgb'].values())} RGB / {sum(counts['thermal'].values())} thermal "

@@ -74,8 +74,12 @@ def folder_pairs(root: Path, layout: str = 'auto', split: str | None = None,
     return [InputPair(p, _real_labels(p, layout, root) if real_labels else None) for p in pairs]
 
 
-def bag_pairs(bag: Path, images: Path, progress: bool = True) -> list[InputPair]:
-    """A bag's synchronised pairs, written to ``images/{vi,ir}/<rgb stamp ns>.png``."""
+def bag_pairs(bag: Path, images: Path, progress: bool = True,
+              topics: tuple[str, str] | None = None) -> list[InputPair]:
+    """A bag's synchronised pairs, written to ``images/{vi,ir}/<rgb stamp ns>.png``.
+
+    ``topics``: its (RGB, thermal) camera topics, raw or compressed (None: the replay's).
+    """
     try:
         from univ_ros.replay.bag_pairs import iter_bag_pairs
     except ImportError as err:
@@ -84,7 +88,8 @@ def bag_pairs(bag: Path, images: Path, progress: bool = True) -> list[InputPair]
     (images / 'vi').mkdir(parents=True, exist_ok=True)
     (images / 'ir').mkdir(parents=True, exist_ok=True)
     out = []
-    for name, rgb, thermal in tqdm(iter_bag_pairs(bag), desc=f'pairs of {bag.name}',
+    for name, rgb, thermal in tqdm(iter_bag_pairs(bag, *(topics or ())),
+                                   desc=f'pairs of {bag.name}',
                                    unit='pair', leave=False, disable=not progress):
         paths = images / 'vi' / f'{name}.png', images / 'ir' / f'{name}.png'
         if thermal.dtype == np.float32:  # PNG holds no floats: keep the node's [0, 1] view
@@ -112,11 +117,15 @@ def is_input(path: Path) -> bool:
 
 
 def open_input(source: str | Path, layout: str, split: str | None, staging: Path,
-               real_labels: bool = True, progress: bool = True) -> list[InputPair]:
-    """The pairs of one input: a bag (written under ``staging/images``) or a dataset folder."""
+               real_labels: bool = True, progress: bool = True,
+               topics: tuple[str, str] | None = None) -> list[InputPair]:
+    """The pairs of one input: a bag (written under ``staging/images``) or a dataset folder.
+
+    ``topics``: a bag's (RGB, thermal) camera topics (None: the replay's defaults).
+    """
     source = Path(source)
     if not source.exists():
         raise FileNotFoundError(f'autolabel input {source} not found')
     if is_bag(source):
-        return bag_pairs(source, staging / 'images', progress)
+        return bag_pairs(source, staging / 'images', progress, topics)
     return folder_pairs(source, layout, split, real_labels)

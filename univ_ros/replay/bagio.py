@@ -11,7 +11,7 @@ failure into an error naming the bag; a truncated MCAP file is read up to the da
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
@@ -23,6 +23,7 @@ from rosbags.rosbag2.enums import CompressionFormat, CompressionMode, StoragePlu
 from rosbags.typesys import Stores, get_types_from_msg, get_typestore
 from rosbags.typesys.store import Typestore
 
+from univ_ros.compressed import DECODERS
 from univ_ros.replay import topics as T
 from univ_ros.replay.mcap_salvage import BagReadError, salvage_mcap, salvage_topics
 
@@ -124,9 +125,11 @@ class BagInput:
         return self._salvage is not None
 
     def require(self, cameras: Sequence[str]) -> None:
-        """ValueError unless each of the ``cameras`` topics holds sensor_msgs/msg/Image messages.
+        """ValueError unless each of the ``cameras`` topics holds camera images.
 
-        It names what is missing, empty or of another type and lists the bag's topics.
+        Camera images are sensor_msgs/msg/Image or sensor_msgs/msg/CompressedImage messages
+        (JPEG / PNG, as image_transport's ``compressed`` plugin records them). It names what is
+        missing, empty or of another type and lists the bag's topics.
         """
         listing = ', '.join(f'{t} ({i.msgtype}, {i.count})' for t, i in self.topics.items())
         missing = [t for t in cameras if t not in self.topics]
@@ -135,12 +138,15 @@ class BagInput:
                              f'{listing or "none"}')
         for topic in cameras:
             info = self.topics[topic]
-            if info.msgtype != T.IMAGE or not info.count:
+            if info.msgtype not in T.CAMERA_TRANSPORTS or not info.count:
                 raise ValueError(
                     f'bag {self.path}: camera topic {topic} holds {info.count} {info.msgtype} '
-                    f'messages, expected {T.IMAGE} (a CompressedImage topic: republish '
-                    f'it raw with image_transport republish and record that); its topics: '
+                    f'messages, expected {" or ".join(T.CAMERA_TRANSPORTS)}; its topics: '
                     f'{listing}')
+
+    def decoder(self, topic: str, camera: str) -> Callable[[Any], Any]:
+        """The node's decoder of ``camera`` ('rgb' | 'thermal') images for ``topic``'s type."""
+        return DECODERS[camera, T.CAMERA_TRANSPORTS[self.topics[topic].msgtype]]
 
     def messages(self, topics: Sequence[str]) -> Iterator[tuple[str, int, bytes]]:
         """(topic, bag timestamp ns, raw CDR) of ``topics`` in timestamp order.

@@ -13,12 +13,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from univ_ros.conversions import (
-    ImageConversionError,
-    rgb_from_msg,
-    stamp_seconds,
-    thermal_from_msg,
-)
+from univ_ros.conversions import ImageConversionError, stamp_seconds
 from univ_ros.replay import topics as T
 from univ_ros.replay.bagio import (
     BagInput,
@@ -41,7 +36,7 @@ GT_TOPICS = (T.GT_RGB_DETECTIONS, T.GT_THERMAL_DETECTIONS, T.GT_SEGMENTATION)
 class ReplayConfig:
     """What to replay and how."""
 
-    rgb_topic: str = T.RGB_IMAGE  # RGB camera sensor_msgs/Image topic in the bag
+    rgb_topic: str = T.RGB_IMAGE  # RGB camera topic in the bag (Image or CompressedImage)
     thermal_topic: str = T.THERMAL_IMAGE  # thermal camera topic in the bag
     mode: str = 'fused'  # the mode whose outputs go into the output bag
     score_all_modes: bool = True  # with ground truth: also score rgb and thermal (and fused)
@@ -78,8 +73,10 @@ def score_modes(config: ReplayConfig, has_truth: bool) -> tuple[str, ...]:
 
 
 def _run_pair(pair: Pair, predictor: Any, modes: tuple[str, ...], writer: OutputWriter,
-              scorer: Scorer, state: RunState, scoring: bool) -> None:
+              scorer: Scorer, state: RunState, scoring: bool, decode: dict) -> None:
     """Decode and predict one pair in every mode; write the output mode's results.
+
+    ``decode``: camera ('rgb' | 'thermal') -> the node's decoder for the bag's topic type.
 
     With ground truth (``scoring``) the Predictor keeps every box down to its eval threshold
     (mAP integrates the whole PR curve); the output bag gets the deployment cut of them,
@@ -87,7 +84,7 @@ def _run_pair(pair: Pair, predictor: Any, modes: tuple[str, ...], writer: Output
     """
     start = time.perf_counter()
     try:
-        rgb, thermal = rgb_from_msg(pair.rgb), thermal_from_msg(pair.thermal)
+        rgb, thermal = decode['rgb'](pair.rgb), decode['thermal'](pair.thermal)
         if len(modes) > 1:  # every scored mode from one forward of both images
             predictions = predictor.predict_modes(rgb, thermal, modes, scoring=scoring)
         else:
@@ -113,6 +110,8 @@ def _stream(bag: BagInput, predictor: Any, config: ReplayConfig, writer: OutputW
     streams = {config.rgb_topic: 'rgb', config.thermal_topic: 'thermal'}
     has_truth = any(t in bag.topics for t in GT_TOPICS)
     modes = score_modes(config, has_truth)
+    decode = {'rgb': bag.decoder(config.rgb_topic, 'rgb'),
+              'thermal': bag.decoder(config.thermal_topic, 'thermal')}
     bar = tqdm(total=bag.topics[config.rgb_topic].count, unit='frame', desc='replay',
                disable=not config.progress)
     try:
@@ -125,7 +124,7 @@ def _stream(bag: BagInput, predictor: Any, config: ReplayConfig, writer: OutputW
                 bar.update(topic == config.rgb_topic)
                 pair = sync.add(streams[topic], stamp_seconds(msg.header), msg)
                 if pair is not None:
-                    _run_pair(pair, predictor, modes, writer, scorer, state, has_truth)
+                    _run_pair(pair, predictor, modes, writer, scorer, state, has_truth, decode)
             elif topic in GT_TOPICS:
                 scorer.add_truth(topic, deserialize(raw, msgtype))
             scorer.settle(final=False)
@@ -134,7 +133,7 @@ def _stream(bag: BagInput, predictor: Any, config: ReplayConfig, writer: OutputW
     finally:
         bar.close()
     for pair in sync.finish():
-        _run_pair(pair, predictor, modes, writer, scorer, state, has_truth)
+        _run_pair(pair, predictor, modes, writer, scorer, state, has_truth, decode)
     return sync
 
 

@@ -104,7 +104,7 @@ def _camera_messages(bag: BagInput, config: OnlineConfig, total: int):
     bar = tqdm(total=total, unit='frame', desc='publish', disable=not config.progress)
     try:
         for topic, timestamp, raw in bag.messages([config.rgb_topic, config.thermal_topic]):
-            header = deserialize(raw, T.IMAGE).header
+            header = deserialize(raw, bag.topics[topic].msgtype).header
             bar.update(topic == config.rgb_topic)
             yield topic, timestamp, stamp_ns(header), raw
     finally:
@@ -121,7 +121,7 @@ def _warmup_pairs(bag: BagInput, config: OnlineConfig) -> Iterator[dict[str, byt
     """
     firsts: dict[str, Any] = {}
     for topic, _, raw in bag.messages([config.rgb_topic, config.thermal_topic]):
-        firsts.setdefault(topic, deserialize(raw, T.IMAGE))
+        firsts.setdefault(topic, deserialize(raw, bag.topics[topic].msgtype))
         if len(firsts) == 2:
             break
     starts = {topic: stamp_ns(msg.header) - WARMUP_SHIFT_NS for topic, msg in firsts.items()}
@@ -130,7 +130,7 @@ def _warmup_pairs(bag: BagInput, config: OnlineConfig) -> Iterator[dict[str, byt
         for topic, msg in firsts.items():
             stamp = starts[topic] + k % WARMUP_REPEATS * 10**9 // 30
             msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(stamp, 10**9)
-            pair[topic] = bytes(typestore().serialize_cdr(msg, T.IMAGE))
+            pair[topic] = bytes(typestore().serialize_cdr(msg, bag.topics[topic].msgtype))
         yield pair
 
 
@@ -174,6 +174,26 @@ def _processing_ms(values: dict, fallback_s: float) -> float:
     return value if math.isfinite(value) else 1e3 * fallback_s
 
 
+def node_cameras(bag: BagInput, config: OnlineConfig) -> dict[str, str]:
+    """The started node's camera parameters (``rgb_topic``, ``rgb_transport``, ...) for the bag.
+
+    A CompressedImage topic is published as recorded; the node subscribes to
+    ``<rgb_topic>/compressed`` with ``rgb_transport: compressed``, so the topic must be named as
+    image_transport names it (ValueError otherwise).
+    """
+    params = {}
+    for camera, topic in (('rgb', config.rgb_topic), ('thermal', config.thermal_topic)):
+        transport = T.CAMERA_TRANSPORTS[bag.topics[topic].msgtype]
+        if transport == 'compressed' and not topic.endswith('/compressed'):
+            raise ValueError(f'bag {bag.path}: the CompressedImage topic {topic} does not end '
+                             f'in /compressed; the node subscribes to <{camera}_topic>/compressed '
+                             '(replay it offline, without --rate, or rename it)')
+        params[f'{camera}_topic'] = topic.removesuffix('/compressed') \
+            if transport == 'compressed' else topic
+        params[f'{camera}_transport'] = transport
+    return params
+
+
 def capture(bag: BagInput, config: OnlineConfig,
             log: Path) -> tuple[Any, Answers | None, dict, ValueError | None]:
     """Start (or find) the node, warm it up, publish the bag, wait for its answers.
@@ -183,15 +203,18 @@ def capture(bag: BagInput, config: OnlineConfig,
         counters before the timed run, and the error that cut the replay short (a damaged bag,
         the node dying) or None.
     """
+    from sensor_msgs.msg import CompressedImage, Image
+
     from univ_ros.replay.publisher import ReplayClient, start_node, stop_node
 
     process = None
     if config.node == 'start':
-        process = start_node(config.params, config.rgb_topic, config.thermal_topic,
-                             config.params_file, log)
+        process = start_node(config.params, node_cameras(bag, config), config.params_file, log)
+    kinds = {T.IMAGE: Image, T.COMPRESSED_IMAGE: CompressedImage}
     error, answers, baseline = None, None, {}
     try:
-        with ReplayClient([config.rgb_topic, config.thermal_topic]) as client:
+        with ReplayClient({t: kinds[bag.topics[t].msgtype]
+                           for t in (config.rgb_topic, config.thermal_topic)}) as client:
             warm, round_trip = _wait_ready(client, process, config,
                                            _warmup_pairs(bag, config), log)
             baseline = wait_for_answers(  # the warm-up pairs settled: counters before the run
@@ -237,6 +260,8 @@ def replay_online(bag_path: Path, out: Path, config: OnlineConfig, force: bool =
     """
     with BagInput(bag_path) as bag:
         bag.require([config.rgb_topic, config.thermal_topic])
+        if config.node == 'start':
+            node_cameras(bag, config)  # refused before any output exists
         with output_dir(out, force) as staging:
             staging.mkdir()
             result, answers, baseline, error = capture(bag, config, staging / 'node.log')

@@ -10,7 +10,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-from univ_ros.conversions import image_to_numpy, rgb_from_msg, stamp_seconds, thermal_from_msg
+from univ_ros.conversions import image_to_numpy, stamp_seconds
 from univ_ros.predictor_defaults import predictor_default
 from univ_ros.replay import topics as T
 from univ_ros.replay.answers import COUNTERS, Answers, drop_reasons
@@ -45,7 +45,7 @@ def bag_pairs(bag: BagInput, topics: tuple[str, str], mode: str,
     partner: dict[int, tuple[int, int]] = {}
     try:
         for topic, _, raw in bag.messages(list(streams)):
-            header = deserialize(raw, T.IMAGE).header
+            header = deserialize(raw, bag.topics[topic].msgtype).header
             pair = sync.add(streams[topic], stamp_seconds(header), stamp_ns(header))
             while pair is not None:
                 key = pair.thermal if mode == 'thermal' else pair.rgb
@@ -65,7 +65,7 @@ def second_pass(bag: BagInput, reference: str, mode: str, writer: OutputWriter,
     node's detection classes (its integer class_id values index them).
     """
     detections, masks = outputs[T.DETECTIONS], outputs[T.SEGMENTATION]
-    decode = thermal_from_msg if mode == 'thermal' else rgb_from_msg
+    decode = bag.decoder(reference, 'thermal' if mode == 'thermal' else 'rgb')
     try:
         for topic, timestamp, raw in bag.messages(list(bag.topics)):
             msgtype = bag.topics[topic].msgtype

@@ -44,14 +44,16 @@ class Capture:
     finished: float = 0.0  # last publication, monotonic s
 
 
-def start_node(params: dict, rgb_topic: str, thermal_topic: str,
-               params_file: Path | None, log: Path) -> subprocess.Popen:
-    """``univ_perception`` as a child process; its stdout + stderr go to ``log``."""
+def start_node(params: dict, cameras: dict[str, str], params_file: Path | None,
+               log: Path) -> subprocess.Popen:
+    """``univ_perception`` as a child process; its stdout + stderr go to ``log``.
+
+    ``cameras``: its camera parameters (``rgb_topic``, ``rgb_transport``, ``thermal_topic``...).
+    """
     command = [sys.executable, '-m', 'univ_ros.perception_node', '--ros-args']
     if params_file is not None:
         command += ['--params-file', str(params_file)]
-    overrides = {'rgb_topic': rgb_topic, 'thermal_topic': thermal_topic,
-                 'qos.reliability': params.get('qos.reliability', 'reliable')}
+    overrides = {**cameras, 'qos.reliability': params.get('qos.reliability', 'reliable')}
     overrides.update({k: params[k] for k in NODE_PARAMS if params.get(k) not in (None, '')})
     for key, value in overrides.items():
         command += ['-p', f'{key}:={value}']
@@ -75,17 +77,20 @@ class ReplayClient:
     """A node publishing the camera topics and capturing the perception outputs.
 
     Use as a context manager: it creates its own rclpy context and spins in a thread.
+
+    Args:
+        image_topics: camera topic -> its rclpy message class (Image or CompressedImage).
     """
 
-    def __init__(self, image_topics: list[str]) -> None:
+    def __init__(self, image_topics: dict[str, type]) -> None:
         self.capture = Capture()
         self._lock = threading.Lock()
         self._context = rclpy.Context()
         rclpy.init(context=self._context)
         self.node = Node('univ_replay', context=self._context)
         qos = QoSProfile(depth=10)  # reliable: matches best-effort and reliable subscribers
-        self.publishers_by_topic = {t: self.node.create_publisher(Image, t, qos)
-                                    for t in image_topics}
+        self.publishers_by_topic = {t: self.node.create_publisher(kind, t, qos)
+                                    for t, kind in image_topics.items()}
         self.subscriptions_by_topic = {
             topic: self.node.create_subscription(kind, topic, self._keeper(topic), 50, raw=True)
             for topic, kind in OUTPUTS.items()}

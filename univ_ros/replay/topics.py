@@ -27,6 +27,9 @@ DETECTIONS = f'{NODE}/detections'  # Detection2DArray, class NAMES in class_id
 DETECTIONS_IMAGE = f'{NODE}/detections/image'  # Image rgb8: boxes drawn over the image
 
 IMAGE = 'sensor_msgs/msg/Image'
+COMPRESSED_IMAGE = 'sensor_msgs/msg/CompressedImage'
+# a camera topic's message type -> the node's transport for it (``rgb_transport`` ...)
+CAMERA_TRANSPORTS = {IMAGE: 'raw', COMPRESSED_IMAGE: 'compressed'}
 CAMERA_INFO = 'sensor_msgs/msg/CameraInfo'
 DETECTION_ARRAY = 'vision_msgs/msg/Detection2DArray'
 LABEL_INFO = 'vision_msgs/msg/LabelInfo'
