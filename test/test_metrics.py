@@ -122,6 +122,17 @@ def test_fp_between_two_tps_matches_101_point_interpolation():
     assert scores['ap50']['person'] == pytest.approx(expected)
 
 
+@pytest.mark.parametrize('cap', [10, 50, 300])
+def test_map_does_not_depend_on_a_cap_above_the_boxes_per_image(cap):
+    """pycocotools' own mAP@[.5:.95] reads the cap 100 only; the meter's reads any cap."""
+    targets = [_target([GT_A, GT_B], [0, 0])]
+    preds = [_pred([GT_A, ELSEWHERE, GT_B], [0.9, 0.8, 0.7], [0, 0, 0])]
+    meter = DetectionMeter(['person'], max_detections=cap)
+    meter.update(preds, targets)
+    want = detection_map(preds, targets, ['person'])['map']  # the default cap, 100
+    assert meter.compute()['map'] == pytest.approx(want)
+
+
 def test_per_class_ap_keeps_class_ids_and_nan_for_classes_without_gt():
     names = ['person', 'bicycle', 'car']
     targets = [_target([GT_A, GT_B], [0, 2])]
@@ -190,3 +201,18 @@ def test_patch_grid_oracle_keeps_patch_sized_regions_and_loses_a_lone_pixel():
     assert out.shape == mask.shape and out.dtype == np.uint8
     assert (out[:, 30:] == 1).all() and (out[:, :26] == 0).all()
     assert not (out == 2).any()
+
+
+def test_segmentation_is_only_scored_on_the_models_own_classes():
+    """Mask ids are compared as integers: another class list would be scored id by id."""
+    from types import SimpleNamespace
+
+    from univ_core.eval.downstream import evaluate
+
+    data = SimpleNamespace(class_names=['unlabeled', 'car', 'person'],
+                           seg_class_names=None, __len__=lambda: 0)
+    for seg_classes, message in ((['road', 'person', 'car'], "segments \\['road'"),
+                                 (None, 'no segmentation head')):
+        predictor = SimpleNamespace(seg_classes=seg_classes)
+        with pytest.raises(ValueError, match=message):
+            evaluate('seg', predictor, data, ['rgb'])

@@ -79,9 +79,9 @@ def table(rows: list[dict], backbones: list[str]) -> list[str]:
     pairs = [(by[('teacher', 'rgb', s)], by[('univ', 'rgb', s)]) for (b, t, s) in by
              if b == 'teacher' and t == 'rgb' and ('univ', 'rgb', s) in by]
     if pairs:
-        kept = [100 * u['rgb_map50'] / t['rgb_map50'] for t, u in pairs]
-        lines += ['', f'RGB kept: {mean_sd(kept)} % of teacher (RGB-trained heads, '
-                      f'{len(pairs)} seeds)']
+        kept = [100 * u['rgb_map50'] / t['rgb_map50'] for t, u in pairs if t['rgb_map50'] > 0]
+        lines += ['', f'RGB kept: {mean_sd(kept) if kept else "n/a"} % of teacher (RGB-trained '
+                      f'heads, {len(kept)} seeds; a seed whose teacher scores 0 has no ratio)']
         for key, what in (('ir_map50', 'msrs_mini IR mAP50'),
                           ('llvip_ir_person_ap50', 'LLVIP IR person AP50')):
             ratio = statistics.mean(u[key] for _, u in pairs) / max(

@@ -7,6 +7,7 @@ cross-modal transfer protocol (e.g. a head trained on RGB labels evaluated on IR
 """
 
 import argparse
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -44,6 +45,21 @@ def in_data_classes(det, class_names: list[str]) -> dict:
             'labels': np.asarray([ids[i] for i in keep], np.int64)}
 
 
+def require_seg_classes(model: Sequence[str] | None, data: Sequence[str]) -> None:
+    """ValueError unless the model's mask ids mean the data's (same names, same order).
+
+    Mask ids are compared as integers, so a model trained on other classes (e.g. the default
+    model's road-scene classes against MFNet's) would be scored id by id, meaninglessly.
+    """
+    if not model:
+        raise ValueError('the model has no segmentation head (it publishes no masks); '
+                         'evaluate it with `univ eval det`')
+    if [c.lower() for c in model] != [c.lower() for c in data]:
+        raise ValueError(f'the model segments {list(model)} but the data labels {list(data)}: '
+                         'mIoU needs the same classes in the same order (label the data with '
+                         '`univ autolabel` and evaluate with --format autolabel)')
+
+
 def evaluate(task: str, predictor, data, modalities: list[str], overlays: int = 0,
              class_names: list[str] | None = None, truth: str = 'camera') -> tuple[dict, list]:
     """Metrics per modality; also up to ``overlays`` (sample, modality, prediction) to draw.
@@ -62,6 +78,8 @@ def evaluate(task: str, predictor, data, modalities: list[str], overlays: int = 
     if class_names is None:  # a set with boxes and masks names its mask ids apart
         seg_names = getattr(data, 'seg_class_names', None)
         class_names = seg_names if task == 'seg' and seg_names else data.class_names
+    if task == 'seg':
+        require_seg_classes(predictor.seg_classes, class_names)
     meters = {m: (DetectionMeter(class_names) if task == 'det'
                   else SegmentationMeter(class_names)) for m in modalities}
     shown = []

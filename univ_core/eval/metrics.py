@@ -217,6 +217,8 @@ class DetectionMeter:
                 name = self.class_names[class_id]
                 ap[name] = _class_ap(precision[:, :, k, 0, -1])  # area 'all', top max_detections
                 ap50[name] = _class_ap(precision[0, :, k, 0, -1])  # T index 0: IoU 0.50
+            # pycocotools' own 'map' reads the cap 100 whatever max_detections is (-1 else)
+            scores['map'] = _class_ap(precision[:, :, :, 0, -1])
         return {
             'map': scores['map'],
             'map50': scores['map_50'],
