@@ -2,6 +2,7 @@
 
 import json
 import shutil
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -107,3 +108,60 @@ def test_a_bag_of_compressed_images_is_labelled_like_its_raw_twin(data_dir, tmp_
         labels[transport] = [(f.relative_to(out / bag.name), f.read_text()) for f in files]
     assert len(labels['raw']) == 2 and any(text for _, text in labels['raw'])
     assert labels['png'] == labels['raw']
+
+
+def test_real_boxes_replace_only_the_classes_their_dataset_labels(data_dir, tmp_path):
+    """LLVIP labels persons only: its persons are the real ones, the teacher's cars stay."""
+    from univ_core.data.label_files import read_voc_boxes
+
+    root = tmp_path / 'llvip'
+    for sub in ('visible/train', 'infrared/train'):
+        (root / sub).mkdir(parents=True)
+        shutil.copy(data_dir / 'llvip' / sub / '010003.jpg', root / sub)
+    (root / 'Annotations').mkdir()
+    shutil.copy(data_dir / 'llvip' / 'Annotations' / '010003.xml', root / 'Annotations')
+    out = tmp_path / 'labels'
+    assert cli.main(['autolabel', str(root), '--out', str(out), '--quiet',
+                     'box_threshold=0.2']) == 0
+    height, width = cv2.imread(str(root / 'visible/train/010003.jpg')).shape[:2]
+    real, _ = read_voc_boxes(data_dir / 'llvip' / 'Annotations' / '010003.xml', ['person'])
+    rows = yolo_rows(out / 'llvip' / 'labels' / 'visible' / 'train' / '010003.txt')
+    persons = np.array([r[1:] for r in rows if r[0] == 0])  # package class 0: person
+    want = np.stack([(real[:, 0] + real[:, 2]) / 2 / width,
+                     (real[:, 1] + real[:, 3]) / 2 / height,
+                     (real[:, 2] - real[:, 0]) / width,
+                     (real[:, 3] - real[:, 1]) / height], 1)
+    assert np.allclose(persons, want, atol=1e-4)
+    assert any(r[0] != 0 for r in rows)  # the teacher's bicycles / cars, kept
+
+
+def test_pair_lists_hold_absolute_dataset_paths_and_survive_a_moved_output(data_dir, tmp_path,
+                                                                          monkeypatch):
+    """Labelled from relative paths, trained from another folder after the output moved."""
+    from univ_core.data.labelled import open_autolabel
+
+    source = tmp_path / 'work' / 'msrs'
+    for sub in ('train/vi', 'train/ir'):
+        (source / sub).mkdir(parents=True)
+        shutil.copy(data_dir / 'msrs_mini' / sub / f'{MSRS[0]}.png', source / sub)
+    monkeypatch.chdir(tmp_path / 'work')
+    assert cli.main(['autolabel', 'msrs', '--out', 'labels', '--quiet']) == 0
+    entries = json.loads(Path('labels/msrs/pairs.json').read_text())['pairs']
+    assert all(Path(e['rgb']).is_absolute() and Path(e['rgb']).is_file() for e in entries)
+    shutil.move('labels', tmp_path / 'moved')
+    monkeypatch.chdir(tmp_path)
+    data = open_autolabel(tmp_path / 'moved' / 'msrs')
+    assert len(data) == 1 and data[0]['rgb'].shape[2] == 3
+
+
+def test_teacher_boxes_lie_inside_the_image(data_dir):
+    """NanoDet's graph clips to its square canvas, below a landscape image's bottom edge."""
+    from univ_core.autolabel.teachers import load_teacher
+
+    config = AutolabelConfig()
+    detector = load_teacher(config.detector_adapter, config.detector_path())
+    rgb = cv2.imread(str(data_dir / 'msrs_mini' / 'train' / 'vi' / '00002D.png'))[..., ::-1]
+    boxes, _, _ = detector.detect(np.ascontiguousarray(rgb))
+    h, w = rgb.shape[:2]
+    assert len(boxes) and boxes.min() >= 0
+    assert boxes[:, [0, 2]].max() <= w and boxes[:, [1, 3]].max() <= h

@@ -111,7 +111,7 @@ def assert_same_input(got: Path, want: Path) -> None:
              (want / 'pairs.json').read_text().replace(str(want), '<out>')]
     assert pairs[0] == pairs[1], got
     for entry in json.loads((got / 'pairs.json').read_text())['pairs']:
-        assert Path(entry['rgb']).is_file() and Path(entry['ir']).is_file()
+        assert (got / entry['rgb']).is_file() and (got / entry['ir']).is_file()
     have, expected = (json.loads((f / 'provenance.json').read_text()) for f in (got, want))
     assert have | {'seconds': 0} == expected | {'seconds': 0}, got  # all but the time taken
 

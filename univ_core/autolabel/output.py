@@ -41,14 +41,31 @@ def yolo_lines(boxes: np.ndarray, labels: np.ndarray, width: int, height: int) -
 
 
 def _real_in_package(real, det_classes: list[str]) -> tuple:
-    """Real boxes with ids mapped to package classes by name (classes it lacks dropped)."""
+    """Real boxes mapped to package class ids by name, and the package ids the set covers.
+
+    Classes the package lacks are dropped.
+    """
     index = {c.lower(): i for i, c in enumerate(det_classes)}
     mapped = []
     for boxes, labels in (real.rgb, real.ir):
         ids = np.array([index.get(real.classes[k].lower(), -1) for k in labels], np.int64)
         keep = ids >= 0
         mapped.append((boxes[keep].astype(np.float32), ids[keep]))
-    return mapped
+    covered = [index[c.lower()] for c in real.classes if c.lower() in index]
+    return mapped, np.array(covered, np.int64)
+
+
+def _with_real(labels, key: str, boxes: np.ndarray, ids: np.ndarray,
+               covered: np.ndarray) -> None:
+    """Replace the teacher's boxes of the ``covered`` classes by the real ones, in place.
+
+    A dataset labelling only persons (LLVIP) says nothing about its cars: their teacher boxes
+    stay (score kept), so they are not trained as background.
+    """
+    teacher = ~np.isin(getattr(labels, f'labels_{key}'), covered)
+    for field, real in (('boxes', boxes), ('labels', ids), ('scores', np.ones(len(ids)))):
+        kept = getattr(labels, f'{field}_{key}')[teacher]
+        setattr(labels, f'{field}_{key}', np.concatenate([real, kept.astype(real.dtype)]))
 
 
 class LabelWriter:
@@ -77,10 +94,11 @@ class LabelWriter:
         labels = self.labeller.label(rgb, thermal)
         h, w = thermal.shape
         if item.real is not None and self.config.real_labels:
-            (rb, rl), (ib, il) = _real_in_package(item.real(w, h), self.table.det_classes)
+            ((rb, rl), (ib, il)), covered = _real_in_package(item.real(w, h),
+                                                              self.table.det_classes)
             self._score_teacher(labels.teacher, rb, rl, ib, il)
-            labels.boxes_rgb, labels.labels_rgb, labels.scores_rgb = rb, rl, np.ones(len(rb))
-            labels.boxes_ir, labels.labels_ir, labels.scores_ir = ib, il, np.ones(len(ib))
+            _with_real(labels, 'rgb', rb, rl, covered)
+            _with_real(labels, 'ir', ib, il, covered)
             labels.boxes_from = 'real'
         name = item.pair.name
         for modality, folder in MODALITY_DIRS.items():
@@ -105,10 +123,14 @@ class LabelWriter:
             self.shown.append((name, rgb, thermal, labels))
 
     def _final(self, path: Path) -> str:
-        """Where ``path`` will be once the folder is in place (a bag's images are staged)."""
+        """``path`` as pairs.json stores it.
+
+        A bag's staged images relative to the folder (it may move), a dataset's images
+        absolute (training may run from anywhere).
+        """
         path = Path(path)
-        return str(self.out / path.relative_to(self.staging)
-                   if path.is_relative_to(self.staging) else path)
+        return str(path.relative_to(self.staging) if path.is_relative_to(self.staging)
+                   else path.resolve())
 
     def discard(self) -> None:
         """Drop the staged files of an input that failed: they are no result."""

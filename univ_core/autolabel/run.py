@@ -8,7 +8,8 @@ Each input gets a folder ``OUT/<input name>/`` holding ``labels/visible/<pair>.t
 pairs are written to ``images/{vi,ir}/``), ``provenance.json`` (teachers and their sha256,
 thresholds, class table, counts, and — where the input has real labels — the teacher labels'
 AP50 against them), ``summary.png`` (label counts) and ``overlays/``. Real labels (MSRS
-detection txt, LLVIP xml) replace the teacher's boxes of their pair. ``univ finetune
+detection txt, LLVIP xml) replace the teacher's boxes of their pair, for the classes the
+dataset labels (LLVIP: persons; the teacher's cars stay). ``univ finetune
 data.format=autolabel data.root=OUT`` trains on the result.
 
 Several inputs, a folder of inputs, a quoted glob or any fleet option (``--workers``,

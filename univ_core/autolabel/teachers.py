@@ -90,7 +90,10 @@ class NanoDetTeacher:
         s = torch.from_numpy(scores[point, cls])
         c = torch.from_numpy(cls.astype(np.int64))
         keep = batched_nms(b, s, c, self.nms_iou)[: self.max_detections]
-        return b[keep].numpy().astype(np.float32), s[keep].numpy(), c[keep].numpy()
+        # the graph clips to its 416 px canvas, i.e. to max(h, w): clip to the image itself
+        out = b[keep].numpy().astype(np.float32)
+        np.clip(out, 0, [w, h, w, h], out=out)
+        return out, s[keep].numpy(), c[keep].numpy()
 
 
 class EspnetTeacher:

@@ -210,7 +210,8 @@ def _autolabel_input(folder: Path) -> tuple[list[LabelledPairFiles], tuple]:
         items = []
         for entry in pairs['pairs']:
             name = entry['name']
-            pair = PairPaths(Path(entry['rgb']), Path(entry['ir']), name)
+            # relative: a bag's images inside the folder; an absolute path stays as it is
+            pair = PairPaths(folder / entry['rgb'], folder / entry['ir'], name)
             txts = [existing_file(folder / 'labels' / m / f'{name}.txt')
                     for m in ('visible', 'infrared')]
             mask = folder / 'masks' / f'{name}.png' if entry.get('mask') else None
