@@ -21,6 +21,8 @@ from perception_rig import (
     running,
     stream,
 )
+from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue, SetParametersResult
+from rcl_interfaces.srv import SetParameters
 from sensor_msgs.msg import CompressedImage
 
 SERVICE = 'univ_perception/'
@@ -46,12 +48,25 @@ def transition(rig, transition_id: int) -> None:
     assert rig.call(ChangeState, SERVICE + 'change_state', request).success, transition_id
 
 
+def set_parameter(rig, name: str, value: str) -> SetParametersResult:
+    request = SetParameters.Request(parameters=[Parameter(name=name, value=ParameterValue(
+        type=ParameterType.PARAMETER_STRING, string_value=value))])
+    return rig.call(SetParameters, SERVICE + 'set_parameters', request).results[0]
+
+
 def test_lifecycle_loads_runs_releases_and_reloads_the_model(toy_model, cameras,
                                                               tmp_path) -> None:
     with running('managed', toy_model, tmp_path, harness_args=('--managed',), wait=False,
                  rig_kwargs={'rgb_type': CompressedImage},
                  rgb_transport='compressed') as (node, rig):
         assert state(rig) == 'unconfigured'
+        assert set_parameter(rig, 'device', 'gpu').successful  # a typo: configure fails...
+        request = ChangeState.Request(transition=Transition(
+            id=Transition.TRANSITION_CONFIGURE))
+        assert not rig.call(ChangeState, SERVICE + 'change_state', request).success
+        node.wait_for_log("configure failed: device: expected auto, cpu, cuda or cuda:N, got 'gpu")
+        assert state(rig) == 'unconfigured'
+        assert set_parameter(rig, 'device', 'cpu').successful  # ...and works once fixed
         transition(rig, Transition.TRANSITION_CONFIGURE)
         assert state(rig) == 'inactive'
         node.wait_for_log('model loaded and warmed up')
@@ -60,6 +75,8 @@ def test_lifecycle_loads_runs_releases_and_reloads_the_model(toy_model, cameras,
         assert [c.class_name for c in rig.late_label_info().class_map][:2] == [
             'unlabeled', 'car']
         assert rig.rgb_pub.get_subscription_count() == 0  # configured, not subscribed
+        refused = set_parameter(rig, 'mode', 'rgb')  # read at configure: refused while configured
+        assert not refused.successful and 'cleanup' in refused.reason, refused.reason
 
         transition(rig, Transition.TRANSITION_ACTIVATE)
         rig.wait_for_node(node)
@@ -98,6 +115,10 @@ def test_lifecycle_loads_runs_releases_and_reloads_the_model(toy_model, cameras,
         transition(rig, Transition.TRANSITION_DEACTIVATE)
         transition(rig, Transition.TRANSITION_CLEANUP)
         assert state(rig) == 'unconfigured'
+        assert set_parameter(rig, 'mode', 'rgb').successful  # unconfigured: taken at configure
+        transition(rig, Transition.TRANSITION_CONFIGURE)
+        node.wait_for_log('configured: mode rgb')
+        transition(rig, Transition.TRANSITION_CLEANUP)
         transition(rig, Transition.TRANSITION_UNCONFIGURED_SHUTDOWN)
         assert state(rig) == 'finalized'
-    assert node.log().count('model released: predictor freed True') == 2
+    assert node.log().count('model released: predictor freed True') == 3

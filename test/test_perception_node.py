@@ -144,6 +144,8 @@ def check_parameters_service(rig: Rig, names: list[str]) -> None:
     assert not set_value('model', '/elsewhere.safetensors')  # read-only: needs a restart
     assert not set_value('score_threshold', 1.5)  # outside [0, 1]
     assert set_value('score_threshold', 0.6) and set_value('stale_after', 2.0)
+    info = rig.late_label_info('univ_perception/detections/label_info')
+    assert info.threshold == pytest.approx(0.6)  # the latched LabelInfo says the new cut
 
 
 def test_frame_loss_at_640x480_and_a_slow_failing_predictor(toy_model, msrs, tmp_path) -> None:
@@ -226,6 +228,19 @@ def test_qos_mismatch_is_logged_within_seconds(toy_model, tmp_path) -> None:
                                      'ERROR status', timeout=30)
     assert 'incompatible QoS' in status['message'] and 'RELIABILITY' in node.log()
     print(f'incompatible QoS logged {took:.1f} s after the subscription')
+
+
+@pytest.mark.parametrize(('params', 'error'), [
+    ({'score_threshold': 1.5}, 'InvalidParameterValueException'),  # out of its range
+    ({'stale_after': 1}, 'InvalidParameterTypeException'),  # an integer for a double
+], ids=['out_of_range', 'wrong_type'])
+def test_a_bad_parameter_stops_with_one_clear_line(toy_model, tmp_path, params, error) -> None:
+    node = NodeProcess('/badparam', {'model': str(toy_model), 'device': 'cpu', **params},
+                       tmp_path / 'n.log')
+    node.process.wait(timeout=DEADLINE)
+    assert node.stop() == 1
+    assert re.search(rf'FATAL.*cannot start: {error}', node.log()), node.log()[-2000:]
+    assert 'Traceback' not in node.log()
 
 
 def test_missing_model_file_stops_with_one_clear_line(tmp_path) -> None:

@@ -10,19 +10,22 @@ Transitions (``ros2 lifecycle set /univ_perception <transition>``, or launch's a
 - cleanup / shutdown: also remove publishers and timers.
 
 Parameters are declared at construction (no model yet), so ``ros2 param`` works before
-configure; read-only ones take effect at the next configure.
+configure. The ones the plain node declares read-only (model, topics, mode, ...) can be set
+while the node is unconfigured and take effect at the next configure; while it is configured
+a change is refused with the reason (cleanup first). A transition that fails (a missing model,
+a bad QoS override, CUDA out of memory) logs why and undoes what it had set up.
 """
 
 import gc
 import sys
 import weakref
-from functools import partial
 from typing import Any
 
+from rcl_interfaces.msg import SetParametersResult
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 
 from univ_ros.messages import silent_outputs
-from univ_ros.params import declare_node_params
+from univ_ros.params import PARAM_SPECS, declare_node_params
 from univ_ros.perception_node import (
     NODE_NAME,
     Loader,
@@ -37,6 +40,7 @@ from univ_ros.perception_node import (
 )
 
 WARMUP_RUNS = 1
+AT_CONFIGURE = frozenset(s.name for s in PARAM_SPECS if s.read_only)  # read at configure only
 
 
 class PerceptionLifecycleNode(LifecycleNode):
@@ -45,20 +49,28 @@ class PerceptionLifecycleNode(LifecycleNode):
     def __init__(self, load: Loader = default_loader, **node_kwargs: Any) -> None:
         super().__init__(NODE_NAME, **node_kwargs)
         self._load = load
-        self.params = declare_node_params(self)
+        self.params = declare_node_params(self, configurable=True)
         self.predictor: Any = None
-        self.io: PerceptionIO | None = None
-        self.add_on_set_parameters_callback(partial(on_set_parameters, self))
+        self.io: PerceptionIO | None = None  # set from configure to cleanup
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+
+    def _on_set_parameters(self, parameters: list[Any]) -> SetParametersResult:
+        """Dynamic ones apply at once; configure-time ones only while unconfigured."""
+        fixed = sorted(p.name for p in parameters if p.name in AT_CONFIGURE)
+        if fixed and self.io is not None:
+            return SetParametersResult(successful=False, reason=(
+                f'{", ".join(fixed)}: read at configure; clean the node up first (ros2 '
+                f'lifecycle set {self.get_fully_qualified_name()} cleanup), set it, configure'))
+        return on_set_parameters(self, parameters)
 
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
         """Load the model, warm it up, create the publishers."""
         try:
-            self.params = declare_node_params(self)  # values set while unconfigured
+            self.params = declare_node_params(self, configurable=True)  # set while unconfigured
             self._load_model()
-        except (FileNotFoundError, ValueError) as err:
-            self.get_logger().error(f'configure failed: {err}')
-            return TransitionCallbackReturn.FAILURE
-        self.io = PerceptionIO(self, self.params, self.predictor)
+            self.io = PerceptionIO(self, self.params, self.predictor)
+        except Exception as err:  # rclpy would drop it unlogged
+            return self._failed('configure', err, self._teardown)
         self.get_logger().info(f'configured: {start_line(self.params, self.predictor)}')
         if (note := silent_outputs(self.predictor)) is not None:
             self.get_logger().warn(note)
@@ -66,22 +78,39 @@ class PerceptionLifecycleNode(LifecycleNode):
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         """Subscribe and start inference (reloading the model after a deactivate)."""
-        if self.predictor is None:
-            try:
+        try:
+            if self.predictor is None:
                 self._load_model()
-            except (FileNotFoundError, ValueError) as err:
-                self.get_logger().error(f'activate failed: {err}')
-                return TransitionCallbackReturn.FAILURE
-        self.io.model_state = 'loaded'
-        self.io.start(self.predictor)
+            self.io.model_state = 'loaded'
+            self.io.start(self.predictor)
+        except Exception as err:  # rclpy would drop it unlogged
+            return self._failed('activate', err, self._deactivate)
         self.get_logger().info('activated: subscribed to the cameras')
         return TransitionCallbackReturn.SUCCESS
 
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
         """Unsubscribe, stop inference, release the model and its device memory."""
-        self.io.stop()
-        self._release_model()
+        self._deactivate()
         return TransitionCallbackReturn.SUCCESS
+
+    def on_error(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """A transition raised: release everything; the node is then unconfigured."""
+        self.get_logger().error(f'error while {state.label}: releasing the model and outputs')
+        self._teardown()
+        return TransitionCallbackReturn.SUCCESS
+
+    def _failed(self, transition: str, err: Exception, undo: Any) -> TransitionCallbackReturn:
+        """Log why ``transition`` failed, undo its half-done work, report FAILURE."""
+        expected = isinstance(err, (FileNotFoundError, ValueError))  # their text says it all
+        kind = '' if expected else f'{type(err).__name__}: '
+        self.get_logger().error(f'{transition} failed: {kind}{err}')
+        undo()
+        return TransitionCallbackReturn.FAILURE
+
+    def _deactivate(self) -> None:
+        if self.io is not None:
+            self.io.stop()
+        self._release_model()
 
     def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
         """Back to unconfigured: publishers and timers removed, model released."""

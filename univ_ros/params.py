@@ -172,10 +172,15 @@ class NodeParams:
         return self.predictor.get('homography') is None
 
 
-def describe(spec: ParamSpec) -> ParameterDescriptor:
-    """The ParameterDescriptor of ``spec`` (description, read-only flag, range)."""
+def describe(spec: ParamSpec, configurable: bool = False) -> ParameterDescriptor:
+    """The ParameterDescriptor of ``spec`` (description, read-only flag, range).
+
+    ``configurable``: a read-only parameter is declared writable (a lifecycle node reads it at
+    configure and refuses it while configured).
+    """
     descriptor = ParameterDescriptor(
-        name=spec.name, description=spec.description, read_only=spec.read_only
+        name=spec.name, description=spec.description,
+        read_only=spec.read_only and not configurable
     )
     if spec.choices:
         descriptor.additional_constraints = f'one of: {", ".join(spec.choices)}'
@@ -191,8 +196,11 @@ def describe(spec: ParamSpec) -> ParameterDescriptor:
     return descriptor
 
 
-def declare(node: Node, specs: tuple[ParamSpec, ...], defaults: dict | None = None) -> dict:
+def declare(node: Node, specs: tuple[ParamSpec, ...], defaults: dict | None = None,
+            configurable: bool = False) -> dict:
     """Declare ``specs`` on ``node`` (``defaults`` replaces table defaults by name).
+
+    ``configurable``: see :func:`describe`.
 
     A parameter declared before (a lifecycle node configured again) keeps its value.
 
@@ -206,7 +214,7 @@ def declare(node: Node, specs: tuple[ParamSpec, ...], defaults: dict | None = No
     for spec in specs:
         if not node.has_parameter(spec.name):
             default = (defaults or {}).get(spec.name, spec.default)
-            node.declare_parameter(spec.name, default, describe(spec))
+            node.declare_parameter(spec.name, default, describe(spec, configurable))
         value = node.get_parameter_or(spec.name, Parameter(spec.name)).value
         if spec.choices and value not in spec.choices:
             raise ValueError(f'parameter {spec.name}: expected one of {spec.choices}, '
@@ -215,13 +223,15 @@ def declare(node: Node, specs: tuple[ParamSpec, ...], defaults: dict | None = No
     return values
 
 
-def declare_node_params(node: Node) -> NodeParams:
+def declare_node_params(node: Node, configurable: bool = False) -> NodeParams:
     """Declare :data:`PARAM_SPECS` on ``node`` and return their checked values.
+
+    ``configurable``: the read-only ones writable, for a lifecycle node (see :func:`describe`).
 
     Raises:
         ValueError: a value outside its choices, or an array of the wrong length.
     """
-    v = declare(node, PARAM_SPECS)
+    v = declare(node, PARAM_SPECS, configurable=configurable)
     predictor = {s.name: v[s.name] for s in PARAM_SPECS if s.predictor}
     for name, length, shape in (('input_size', 2, '[H, W]'), ('homography', 9, '9 values'),
                                 ('fusion_weights', 2, '[rgb, thermal]')):

@@ -127,13 +127,19 @@ class PerceptionIO:
         self._diag_pub = node.create_publisher(DiagnosticArray, '/diagnostics', 10)
         self._publishers = [self._seg_pub, self._color_pub, self._det_pub, self._debug_pub,
                             self._info_pub, self._diag_pub]
-        threshold = float(self.params.predictor['score_threshold'])
+        self._label_info = []  # (latched publisher, classes)
         for topic, classes in (('~/label_info', self.seg_classes),
                                ('~/detections/label_info', self.det_classes)):
             if classes:
-                publisher = node.create_publisher(LabelInfo, topic, LATCHED)
-                publisher.publish(fill_label_info(LabelInfo(), classes, self._now(), threshold))
-                self._publishers.append(publisher)
+                self._label_info.append((node.create_publisher(LabelInfo, topic, LATCHED),
+                                         classes))
+                self._publishers.append(self._label_info[-1][0])
+        self.publish_label_info(float(self.params.predictor['score_threshold']))
+
+    def publish_label_info(self, threshold: float) -> None:
+        """(Re)publish the latched LabelInfo topics with the detection ``threshold``."""
+        for publisher, classes in self._label_info:
+            publisher.publish(fill_label_info(LabelInfo(), classes, self._now(), threshold))
 
     # ----------------------------------------------------------------- running
     def start(self, predictor: Any) -> None:
@@ -268,6 +274,8 @@ def on_set_parameters(node: Node, parameters: list[Any]) -> SetParametersResult:
             params.predictor[name] = value
             if predictor is not None:
                 setattr(predictor.config, name, value)
+            if name == 'score_threshold' and io is not None:  # late joiners read it there
+                io.publish_label_info(value)
         elif name == 'stale_after':
             params.stale_after = value
             if io is not None and io.pipeline is not None:
@@ -337,8 +345,12 @@ def spin_node(make_node: Callable[[], Node], args: list[str] | None) -> int:
     rclpy.init(args=args)
     try:
         node = make_node()
-    except (FileNotFoundError, ValueError) as err:
-        get_logger(NODE_NAME).fatal(f'cannot start: {err}')
+    except Exception as err:  # any failure to start: one fatal line, exit 1
+        # rclpy's parameter exceptions (a value out of range, a wrong type), a device torch
+        # does not have, a model that does not load: say which, without a traceback
+        expected = isinstance(err, (FileNotFoundError, ValueError))
+        get_logger(NODE_NAME).fatal(
+            f'cannot start: {"" if expected else type(err).__name__ + ": "}{err}')
         rclpy.try_shutdown()
         return 1
     try:

@@ -268,8 +268,9 @@ class LatestSlot(Generic[T]):
     """A one-item buffer between producers (callbacks) and one worker: newest wins.
 
     ``put`` never blocks; it replaces a waiting item, which counts as dropped. ``get`` blocks
-    until an item, ``close()`` or the timeout. After ``close()`` a waiting item is still handed
-    out, then ``get`` returns None at once, so a worker loop ends with
+    until an item, ``close()`` or the timeout. ``close()`` drops a waiting item too (a stopping
+    node finishes the job in hand and starts no new one), then
+    ``get`` returns None at once, so a worker loop ends with
     ``if item is None and slot.closed: break``.
     """
 
@@ -307,9 +308,11 @@ class LatestSlot(Generic[T]):
             return item
 
     def close(self) -> None:
-        """Wake the worker; later puts are dropped."""
+        """Wake the worker; the waiting item and later puts are dropped."""
         with self._cond:
             self._closed = True
+            if self._item is not None:
+                self._item, self._dropped = None, self._dropped + 1
             self._cond.notify_all()
 
     @property

@@ -4,6 +4,7 @@ The ROS node's parameters, the replay, ``univ eval`` and the benchmarks read the
 from here (thresholds, fusion, precision, thermal normalisation).
 """
 
+import re
 from dataclasses import dataclass, field
 
 from univ_core.data.thermal import ThermalNorm
@@ -72,6 +73,8 @@ class PredictorConfig:
         for name in ('nms_iou', 'duplicate_iou', 'fusion_iou'):
             if not 0 < getattr(self, name) <= 1:
                 raise ValueError(f'{name} must be in (0, 1], got {getattr(self, name)}')
+        if not re.fullmatch(r'auto|cpu|cuda(:\d+)?', self.device):
+            raise ValueError(f'device: expected auto, cpu, cuda or cuda:N, got {self.device!r}')
         if self.num_threads < 0:
             raise ValueError(f'num_threads must be >= 0, got {self.num_threads}')
         if self.fusion_rule not in SCORE_RULES:

@@ -74,6 +74,10 @@ class Predictor:
         device = self.config.device
         self.device = torch.device('cuda' if device == 'auto' and torch.cuda.is_available()
                                    else 'cpu' if device == 'auto' else device)
+        if self.device.type == 'cuda' and (self.device.index or 0) >= torch.cuda.device_count():
+            raise ValueError(f'device {device!r}: torch sees {torch.cuda.device_count()} CUDA '
+                             f'device(s) here (torch {torch.__version__}, CUDA build '
+                             f'{torch.version.cuda}); use device auto or cpu')
         self.input_size = tuple(self.config.input_size or input_size)
         self.seg_classes, self.det_classes = seg_classes, det_classes
         # 'auto' resolved for this device and CPU (precision.py); what actually runs
