@@ -185,7 +185,9 @@ def pipeline_report(
     level, state_name, message = state
     values = stats.values()
     if values['qos_incompatible']:
-        level = 'ERROR'
+        # an error while it may be why images are missing; once the cameras stream (another
+        # publisher on the topic mismatched, or the camera restarted), a warning that stays
+        level = 'WARN' if level == 'OK' else 'ERROR'
         message += f'; {values["qos_incompatible"]} incompatible QoS event(s): see the log'
     done = int(values['pairs_processed']) + int(values['pairs_failed'])
     report: dict[str, object] = {'state': state_name, **head}
