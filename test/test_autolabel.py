@@ -1,6 +1,7 @@
 """`univ autolabel` with the real ONNX teachers of ../shared/models on a few real pairs."""
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -165,3 +166,27 @@ def test_teacher_boxes_lie_inside_the_image(data_dir):
     h, w = rgb.shape[:2]
     assert len(boxes) and boxes.min() >= 0
     assert boxes[:, [0, 2]].max() <= w and boxes[:, [1, 3]].max() <= h
+
+
+def test_a_truncated_bag_keeps_the_labels_of_the_pairs_before_the_damage(data_dir, tmp_path,
+                                                                          capsys):
+    bag = tmp_path / 'drive'
+    assert cli.main(['bag-from-pairs', str(data_dir / 'msrs_mini'), '--format', 'msrs',
+                     '--limit', '4', '--out', str(bag)]) == 0
+    storage = bag / 'drive.mcap'
+    os.truncate(storage, int(storage.stat().st_size * 0.7))  # a recorder that died
+    out = tmp_path / 'labels'
+    assert cli.main(['autolabel', str(bag), '--out', str(out), '--quiet']) == 1
+    err = capsys.readouterr().err
+    assert 'truncated or corrupt' in err and 'pairs read before the damage are in' in err
+    provenance = json.loads((out / 'drive' / 'provenance.json').read_text())
+    assert 'truncated' in provenance['damage'] and 0 < provenance['pairs'] < 4
+    pairs = json.loads((out / 'drive' / 'pairs.json').read_text())['pairs']
+    assert len(pairs) == provenance['pairs']
+    assert all((out / 'drive' / p['rgb']).is_file() for p in pairs)
+    fleet = tmp_path / 'fleet'  # a fleet run: a partial row, its pairs in the totals
+    assert cli.main(['autolabel', str(bag), '--out', str(fleet), '--workers', '1',
+                     '--quiet']) == 3
+    summary = json.loads((fleet / 'summary.json').read_text())
+    assert [r['status'] for r in summary['rows']] == ['partial']
+    assert summary['totals']['pairs'] == provenance['pairs']

@@ -138,7 +138,8 @@ class AutolabelWorker:
         provenance = autolabel_input(unit.source, Path(out) / unit.key, self.labeller,
                                      job.layout, job.split, force=True, progress=False,
                                      topics=job.topics)
-        row = {'error': None, 'output': unit.key, **{k: provenance[k] for k in COUNTS},
+        damage = provenance['damage']  # a damaged bag: labelled up to the damage
+        row = {'error': damage, 'output': unit.key, **{k: provenance[k] for k in COUNTS},
                'boxes': {m: provenance['counts'][m] for m in MODALITY_DIRS},
                'label_s': provenance['seconds']}
-        return UnitResult(unit.key, 'ok', provenance['pairs'], row)
+        return UnitResult(unit.key, 'partial' if damage else 'ok', provenance['pairs'], row)

@@ -152,9 +152,12 @@ class LabelWriter:
             self.quality['thermal_merged'].update(as_pred(*teacher['merged']),
                                                   [{'boxes': ib, 'labels': il}])
 
-    def finish(self, source: str | Path, seconds: float) -> dict:
-        """Write pairs.json, provenance.json and the pictures; move the folder into place."""
-        summary = self.provenance(source, seconds)
+    def finish(self, source: str | Path, seconds: float, damage: str | None = None) -> dict:
+        """Write pairs.json, provenance.json and the pictures; move the folder into place.
+
+        ``damage``: what stopped reading a damaged bag (its ``provenance.json`` says so).
+        """
+        summary = self.provenance(source, seconds) | {'damage': damage}
         write_json(self.staging / 'pairs.json', {'pairs': self.pairs})
         write_json(self.staging / 'provenance.json', summary)
         self._pictures()

@@ -57,21 +57,23 @@ def autolabel_input(source: str, out: Path, labeller: Labeller, layout: str = 'a
     :mod:`univ_ros.replay.topics`).
 
     Returns:
-        The input's provenance summary (also written to ``out/provenance.json``).
+        The input's provenance summary (also written to ``out/provenance.json``); for a
+        damaged bag its ``damage`` says what stopped the reading, and the pairs read before it
+        are labelled.
     """
     writer = LabelWriter(out, labeller, force=force)
     start = time.perf_counter()
     try:
         # A bag's pairs are decoded into the staging folder, so they move into ``out`` with it.
-        pairs = open_input(source, layout, split, writer.staging, progress=progress,
-                           topics=topics)
+        pairs, damage = open_input(source, layout, split, writer.staging,
+                                   progress=progress, topics=topics)
         for item in tqdm(pairs, desc=f'autolabel {input_tag(source)}', unit='pair',
                          disable=not progress):
             writer.add(item)
     except BaseException:
         writer.discard()
         raise
-    return writer.finish(source, time.perf_counter() - start)
+    return writer.finish(source, time.perf_counter() - start, damage)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -155,6 +157,10 @@ def main(args: argparse.Namespace) -> int:
     summary = autolabel_input(source, out, load_labeller(config), args.layout, args.split,
                               args.force, not args.quiet, bag_topics(args))
     counts = summary['counts']
+    if summary['damage']:
+        print(f"univ autolabel: error: {summary['damage']}; the labels of the "
+              f"{summary['pairs']} pairs read before the damage are in {out}", file=sys.stderr)
+        return 1
     print(f"autolabel: {source}: {summary['pairs']} pairs ({summary['night_pairs']} night), "
           f"{sum(counts['rgb'].values())} RGB / {sum(counts['thermal'].values())} thermal "
           f"boxes -> {out}")

@@ -75,34 +75,49 @@ def folder_pairs(root: Path, layout: str = 'auto', split: str | None = None,
 
 
 def bag_pairs(bag: Path, images: Path, progress: bool = True,
-              topics: tuple[str, str] | None = None) -> list[InputPair]:
+              topics: tuple[str, str] | None = None) -> tuple[list[InputPair], str | None]:
     """A bag's synchronised pairs, written to ``images/{vi,ir}/<rgb stamp ns>.png``.
 
     ``topics``: its (RGB, thermal) camera topics, raw or compressed (None: the replay's).
+
+    Returns:
+        The pairs, and for a damaged bag what stopped the reading (the pairs read before the
+        damage are kept, as ``univ replay`` keeps them), else None.
     """
     try:
         from univ_ros.replay.bag_pairs import iter_bag_pairs
+        from univ_ros.replay.bagio import BagReadError
     except ImportError as err:
         raise ValueError(f'{bag}: reading bags needs univ_ros (pip install -e . with its '
                          f'dependencies): {err}') from err
     (images / 'vi').mkdir(parents=True, exist_ok=True)
     (images / 'ir').mkdir(parents=True, exist_ok=True)
-    out = []
-    for name, rgb, thermal in tqdm(iter_bag_pairs(bag, *(topics or ())),
-                                   desc=f'pairs of {bag.name}',
-                                   unit='pair', leave=False, disable=not progress):
-        paths = images / 'vi' / f'{name}.png', images / 'ir' / f'{name}.png'
-        if thermal.dtype == np.float32:  # PNG holds no floats: keep the node's [0, 1] view
-            from univ_core.data.transforms import thermal_to_unit
-
-            thermal = np.round(thermal_to_unit(thermal) * 65535).astype(np.uint16)
-        for path, image in zip(paths, (rgb[..., ::-1], thermal), strict=True):
-            if not cv2.imwrite(str(path), np.ascontiguousarray(image)):
-                raise OSError(f'cannot write {path}')
-        out.append(InputPair(PairPaths(*paths, name)))
+    out, damage = [], None
+    pairs = tqdm(iter_bag_pairs(bag, *(topics or ())), desc=f'pairs of {bag.name}',
+                 unit='pair', leave=False, disable=not progress)
+    try:
+        for name, rgb, thermal in pairs:
+            out.append(_write_pair(images, name, rgb, thermal))
+    except BagReadError as err:
+        if not out:
+            raise
+        damage = str(err)
     if not out:
         raise ValueError(f'{bag}: no synchronised RGB-thermal pair in the bag')
-    return out
+    return out, damage
+
+
+def _write_pair(images: Path, name: str, rgb: np.ndarray, thermal: np.ndarray) -> InputPair:
+    """One decoded pair as ``images/{vi,ir}/<name>.png``."""
+    paths = images / 'vi' / f'{name}.png', images / 'ir' / f'{name}.png'
+    if thermal.dtype == np.float32:  # PNG holds no floats: keep the node's [0, 1] view
+        from univ_core.data.transforms import thermal_to_unit
+
+        thermal = np.round(thermal_to_unit(thermal) * 65535).astype(np.uint16)
+    for path, image in zip(paths, (rgb[..., ::-1], thermal), strict=True):
+        if not cv2.imwrite(str(path), np.ascontiguousarray(image)):
+            raise OSError(f'cannot write {path}')
+    return InputPair(PairPaths(*paths, name))
 
 
 def is_input(path: Path) -> bool:
@@ -118,14 +133,17 @@ def is_input(path: Path) -> bool:
 
 def open_input(source: str | Path, layout: str, split: str | None, staging: Path,
                real_labels: bool = True, progress: bool = True,
-               topics: tuple[str, str] | None = None) -> list[InputPair]:
+               topics: tuple[str, str] | None = None) -> tuple[list[InputPair], str | None]:
     """The pairs of one input: a bag (written under ``staging/images``) or a dataset folder.
 
     ``topics``: a bag's (RGB, thermal) camera topics (None: the replay's defaults).
+
+    Returns:
+        The pairs, and what stopped the reading of a damaged bag (else None).
     """
     source = Path(source)
     if not source.exists():
         raise FileNotFoundError(f'autolabel input {source} not found')
     if is_bag(source):
         return bag_pairs(source, staging / 'images', progress, topics)
-    return folder_pairs(source, layout, split, real_labels)
+    return folder_pairs(source, layout, split, real_labels), None
