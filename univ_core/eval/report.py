@@ -37,9 +37,13 @@ def class_bars(path: Path, task: str, results: dict) -> None:
     fig, ax = plt.subplots(figsize=(max(4, 1.2 * len(names)), 3.2))
     width = 0.8 / len(results)
     for i, (modality, metrics) in enumerate(results.items()):
-        values = [np.nan_to_num(metrics[key][n]) for n in names]
-        ax.bar(np.arange(len(names)) + i * width, values, width, label=modality)
-    ax.set_xticks(np.arange(len(names)) + 0.4 - width / 2, names, rotation=30)
+        values = np.array([metrics[key][n] for n in names], np.float64)
+        # NaN (no such class in the truth) gets no bar, unlike a class missed entirely (0)
+        ax.bar(np.arange(len(names)) + i * width, np.nan_to_num(values), width,
+               label=modality)
+    absent = {n for n in names if all(np.isnan(m[key][n]) for m in results.values())}
+    ax.set_xticks(np.arange(len(names)) + 0.4 - width / 2,
+                  [f'{n}\n(n/a)' if n in absent else n for n in names], rotation=30)
     ax.set_ylabel(key.upper())
     ax.set_ylim(0, 1)
     ax.legend()
