@@ -243,6 +243,27 @@ def test_truncated_mcap_bag_gives_partial_report(msrs_bag, config_file, work, ca
     assert len(read_bag(out / 'bag')[T.DETECTIONS]) == report['pairs']['processed']
 
 
+def test_overlays_spread_over_pairs_when_one_camera_runs_faster(msrs_bag, work, toy_model):
+    """RGB at twice the thermal rate: 10 RGB images, 5 pairs, and still the 4 overlays asked."""
+    bag = work / 'rgb_twice'
+    with BagInput(msrs_bag) as source, BagOutput(bag) as target:
+        for topic, info in source.topics.items():
+            target.add_topic(topic, info.msgtype)
+        for topic, time, raw in source.messages(list(source.topics)):
+            target.write_raw(topic, time, raw)
+            if topic == T.RGB_IMAGE:  # an unpaired RGB frame half a period later
+                msg = typestore().deserialize_cdr(raw, T.IMAGE)
+                later = stamp_ns(msg.header) + 10**9 // 60
+                msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(later, 10**9)
+                target.write(topic, time + 10**9 // 60, msg)
+    out = work / 'rgb_twice_out'
+    assert cli.main(['replay', str(bag), '--out', str(out), '--model', str(toy_model),
+                     '--quiet', '--overlays', '4']) == 0
+    report = json.loads((out / 'report.json').read_text())
+    assert report['images']['rgb'] == 2 * PAIRS and report['pairs']['processed'] == PAIRS
+    assert len(report['outputs']['overlays']) == 4
+
+
 def test_scores_do_not_depend_on_bag_log_time(msrs_bag, offline_out, config_file, work):
     # a re-recorded or sim-time bag: every message logged 10 s after its header stamp
     shifted = work / 'log_time_shifted'
