@@ -189,4 +189,6 @@ def test_a_truncated_bag_keeps_the_labels_of_the_pairs_before_the_damage(data_di
                      '--quiet']) == 3
     summary = json.loads((fleet / 'summary.json').read_text())
     assert [r['status'] for r in summary['rows']] == ['partial']
+    assert '0 ok, 1 damaged: labelled up to the damage, 0 failed' in \
+        (fleet / 'summary.md').read_text()
     assert summary['totals']['pairs'] == provenance['pairs']

@@ -244,3 +244,61 @@ def test_rerun_keeps_finished_bags_retries_failed_ones_and_keeps_settings(bags, 
         run_fleet(other, [str(bags / 'bag0')], FleetConfig(out, use_ray=False))
     with pytest.raises(ValueError, match='is not a fleet output folder'):
         run(FleetConfig(bags, use_ray=False))
+
+
+def fake_bag(path: Path) -> Path:
+    """A folder is_bag() takes for a bag (expansion and fingerprints read no message)."""
+    path.mkdir(parents=True)
+    (path / 'metadata.yaml').write_text('rosbag2_bagfile_information: {}\n')
+    return path
+
+
+def test_expansion_counts_an_input_once_and_skips_fleet_outputs(tmp_path):
+    drive = fake_bag(tmp_path / 'bags' / 'drive')
+    (tmp_path / 'alias').symlink_to(drive)  # the same bag through a symlink
+    out = tmp_path / 'bags' / 'fleet_out'  # `univ replay bags --out bags/fleet_out`, run twice
+    fake_bag(out / 'bags' / 'drive-1234abcd' / 'bag')
+    (out / 'results').mkdir()
+    (out / 'fleet.json').write_text('{}')
+    assert expand([str(tmp_path / 'bags'), str(drive.resolve()), str(tmp_path / 'alias')],
+                  is_bag, 'bags') == [drive]
+
+
+def test_a_fingerprint_sees_files_behind_symlinked_folders(tmp_path):
+    from univ_core.fleet.inputs import fingerprint
+
+    images = tmp_path / 'store' / 'images'
+    images.mkdir(parents=True)
+    (images / 'a.png').write_bytes(b'1')
+    dataset = tmp_path / 'dataset'
+    dataset.mkdir()
+    (dataset / 'vi').symlink_to(images)
+    before = fingerprint(dataset)
+    (images / 'a.png').write_bytes(b'22')  # re-recorded behind the link
+    assert fingerprint(dataset) != before
+
+
+def test_replay_results_are_keyed_by_the_model_files_content(tmp_path, data_dir):
+    model = write_toy_model(tmp_path / 'model.safetensors')
+    job = ReplayJob(oracle_job(data_dir).predictor_factory, ReplayConfig(), {'model': str(model)})
+    before = job.settings()
+    write_toy_model(model, seed=1)  # re-exported to the same path
+    assert job.settings() != before and job.settings()['model_sha256']
+
+
+def test_a_damaged_or_replaced_result_is_redone_not_trusted(tmp_path):
+    import numpy as np
+
+    from univ_core.fleet.job import Unit, UnitResult
+    from univ_core.fleet.store import ResultStore
+
+    store = ResultStore(tmp_path / 'out', 'replay', {'a': 1})
+    store.open(force=False)
+    unit = Unit('bag0-1', 'bag0', 3, 'fp')
+    store.save(unit, UnitResult('bag0-1', 'ok', 3, {'n': 3}, {'x': np.arange(3)}))
+    assert store.load(unit) is not None
+    arrays = tmp_path / 'out' / 'results' / 'bag0-1.npz'
+    arrays.write_bytes(arrays.read_bytes()[:20])  # cut short: a crash without fsync
+    assert store.load(unit) is None
+    store.forget(unit)  # a redo starts: no old row left to trust if it dies
+    assert not list((tmp_path / 'out' / 'results').iterdir())

@@ -77,8 +77,9 @@ def markdown(report: dict) -> str:
     inputs, totals, run = report['inputs'], report['totals'], report['execution']
     if report['partial']:
         lines += [f"**{report['status'].upper()}**: {inputs['error']} of {inputs['total']} "
-                  f"inputs failed; see Errors", '']
-    lines += [f"- inputs: {inputs['total']} ({inputs['ok']} ok, {inputs['error']} failed); "
+                  f"inputs failed, {inputs['partial']} damaged; see Errors", '']
+    lines += [f"- inputs: {inputs['total']} ({inputs['ok']} ok, {inputs['partial']} damaged: "
+              f"labelled up to the damage, {inputs['error']} failed); "
               f"{inputs['ran']} run now, {inputs['reused']} from an earlier run",
               f"- pairs: {totals['pairs']} ({totals['night_pairs']} night: no masks; "
               f"{totals['real_label_pairs']} with real boxes, which replace the teachers')",

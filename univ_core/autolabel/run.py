@@ -139,7 +139,8 @@ def run_fleet_autolabel(args: argparse.Namespace, config: AutolabelConfig) -> in
               file=sys.stderr)
     boxes = {m: sum(n.values()) for m, n in totals['boxes'].items()}
     print(f"fleet autolabel of {inputs['total']} inputs: {outcome.status} ({inputs['ok']} ok, "
-          f"{inputs['error']} failed; {inputs['ran']} run now, {inputs['reused']} done before): "
+          f"{inputs['partial']} damaged (labelled up to the damage), {inputs['error']} failed; "
+          f"{inputs['ran']} run now, {inputs['reused']} done before): "
           f"{totals['pairs']} pairs ({totals['night_pairs']} night), {boxes['rgb']} RGB / "
           f"{boxes['thermal']} thermal boxes\n  summary: {args.out / (SUMMARY + '.md')}\n"
           f"  per input: {args.out}/<input>/")

@@ -20,22 +20,32 @@ def is_bag(path: Path) -> bool:
 
 
 def _under(folder: Path, is_input: Callable[[Path], bool]) -> list[Path]:
-    """Inputs inside ``folder`` (recursively; an input folder is not descended into)."""
+    """Inputs inside ``folder`` (recursively; an input folder is not descended into).
+
+    Hidden folders (temporaries, caches) and fleet output folders (a ``fleet.json`` beside
+    ``results/``: a replay's output bags are bags too) are skipped.
+    """
     found = []
     for root, dirs, files in os.walk(folder):
         here = Path(root)
-        dirs[:] = [d for d in dirs if not d.startswith('.')]  # hidden: temporaries, caches
+        dirs[:] = [d for d in dirs if not d.startswith('.') and not _fleet_output(here / d)]
         found += [here / d for d in dirs if is_input(here / d)]
         dirs[:] = sorted(d for d in dirs if not is_input(here / d))
         found += [here / f for f in files if not f.startswith('.') and is_input(here / f)]
     return sorted(found)
 
 
+def _fleet_output(folder: Path) -> bool:
+    """Whether ``folder`` is a fleet command's --out (see :mod:`univ_core.fleet.store`)."""
+    return (folder / 'fleet.json').is_file() and (folder / 'results').is_dir()
+
+
 def expand(inputs: Sequence[str], is_input: Callable[[Path], bool], what: str) -> list[Path]:
     """Input paths of ``inputs``, in the order given, each once.
 
     Each entry is an input itself, a folder searched recursively for inputs, or a glob pattern
-    (``'runs/*/day1'``, quoted so the shell leaves it) whose matches are either.
+    (``'runs/*/day1'``, quoted so the shell leaves it) whose matches are either. One input
+    reached twice (two spellings, a symlink) counts once, as first given.
 
     Args:
         inputs: paths, folders, glob patterns.
@@ -45,7 +55,7 @@ def expand(inputs: Sequence[str], is_input: Callable[[Path], bool], what: str) -
     Raises:
         FileNotFoundError: an entry matches no input (the message names it and ``what``).
     """
-    found: dict[Path, None] = {}
+    found: dict[Path, Path] = {}  # resolved path -> the path as first given
     for entry in inputs:
         matches = sorted(glob.glob(entry, recursive=True)) if GLOB_CHARS.search(entry) \
             else [entry]
@@ -59,8 +69,9 @@ def expand(inputs: Sequence[str], is_input: Callable[[Path], bool], what: str) -
             state = 'does not exist' if not matches or not Path(matches[0]).exists() else \
                 f'holds no {what}'
             raise FileNotFoundError(f'input {entry} {state}; expected {what}')
-        found.update(dict.fromkeys(paths))
-    return list(found)
+        for path in paths:
+            found.setdefault(path.resolve(), path)
+    return list(found.values())
 
 
 def input_key(path: Path) -> str:
@@ -80,7 +91,8 @@ def fingerprint(path: Path) -> str:
     It changes when the input is re-recorded or copied anew (a stale result is then redone).
     """
     path = Path(path)
-    files = [path] if path.is_file() else sorted(p for p in path.rglob('*') if p.is_file())
+    files = [path] if path.is_file() else sorted(  # symlinked folders too (rglob skips them)
+        Path(root) / f for root, _, names in os.walk(path, followlinks=True) for f in names)
     text = ';'.join(f'{p.relative_to(path.parent)}:{p.stat().st_size}:{p.stat().st_mtime_ns}'
                     for p in files)
     return hashlib.sha1(text.encode()).hexdigest()[:16]

@@ -156,6 +156,8 @@ def run_fleet(job: FleetJob, inputs: Sequence[str], config: FleetConfig) -> Flee
     results = {} if config.force else {u.key: r for u in units if (r := store.load(u))}
     reused = list(results)
     todo = [u for u in units if u.key not in results]
+    for unit in todo:  # its output is about to be replaced: the old row must not outlive it
+        store.forget(unit)
     bar = tqdm(total=sum(u.size for u in units), unit=getattr(job, 'items_name', 'item'),
                desc=f'{job.kind} ({len(units)} inputs)', disable=not config.progress,
                initial=sum(u.size for u in units if u.key in results))

@@ -77,9 +77,14 @@ class ResultStore:
         try:
             with np.load(arrays_path, allow_pickle=False) as data:
                 arrays = {name: data[name] for name in data.files}
-        except (OSError, ValueError):
-            return None  # arrays lost: redo the unit
+        except Exception:  # lost, cut or damaged (BadZipFile, EOFError...): redo the unit
+            return None
         return UnitResult(unit.key, saved['status'], saved['items'], saved['row'], arrays)
+
+    def forget(self, unit: Unit) -> None:
+        """Remove ``unit``'s result before it is redone (a redo that dies leaves no old row)."""
+        for path in self._paths(unit.key):
+            path.unlink(missing_ok=True)
 
     def save(self, unit: Unit, result: UnitResult) -> None:
         """Store ``result`` atomically (arrays first, then the row that marks it finished)."""

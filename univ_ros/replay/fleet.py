@@ -26,6 +26,15 @@ WHAT = 'rosbag2 bags (folders with metadata.yaml, or .mcap / .db3 files)'
 BAGS = 'bags'  # OUT/bags/<key>/: one replay output folder per input bag
 
 
+def model_sha256(model: str) -> str | None:
+    """sha256 of the model file the workers load ('' = the default model); None if missing."""
+    from univ_core.models.model_file import default_model_path
+    from univ_core.models.weights import file_sha256
+
+    path = Path(model) if model else default_model_path()
+    return file_sha256(path) if path.is_file() else None
+
+
 def frame_count(path: Path, topic: str) -> int:
     """RGB frames in the bag's index (0 when it cannot be read: the worker names the error)."""
     try:
@@ -57,9 +66,13 @@ class ReplayJob:
     items_name: str = 'pair'
 
     def settings(self) -> dict:
-        """The params and the replay config (the progress bar aside)."""
+        """The params, the replay config (the progress bar aside) and the model file's sha256.
+
+        The hash, not only the path: a model re-exported to the same path redoes every bag.
+        """
         replay = {k: v for k, v in dataclasses.asdict(self.config).items() if k != 'progress'}
-        return {'params': self.params, 'replay': replay, 'model': self.model_name}
+        return {'params': self.params, 'replay': replay, 'model': self.model_name,
+                'model_sha256': model_sha256(str(self.params.get('model') or ''))}
 
     def plan(self, inputs: Sequence[str]) -> list[Unit]:
         """One unit per bag found in ``inputs`` (paths, folders, globs)."""
