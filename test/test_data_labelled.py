@@ -169,6 +169,10 @@ def test_m3fd_coco_json_maps_categories_by_name(tmp_path):
     assert s['labels_rgb'].tolist() == [5, 0]  # Truck, People in M3FD_CLASSES order
     np.testing.assert_array_equal(s['boxes_ir'], s['boxes_rgb'])
     assert ds[0]['boxes_rgb'].shape == (0, 4)
+    coco['annotations'][1]['bbox'] = [50, '', 20, 20]  # an exporter's empty field
+    (tmp_path / 'train.json').write_text(json.dumps(coco))
+    with pytest.raises(ValueError, match=r'train\.json: annotation 2 has bbox .*4 numbers'):
+        open_labelled_dataset(tmp_path, 'm3fd', 'train')
 
 
 def test_m3fd_voc_xml_with_split_list(tmp_path):

@@ -256,3 +256,16 @@ def test_lora_export_refuses_a_run_not_started_from_the_teacher(toy_pairs: Path,
     assert main(['export', '--format', 'lora', '--from-pretrain', str(run), '--out',
                  str(out)]) == 1
     assert "pre-trained from weights 'univ'" in capsys.readouterr().err and not out.exists()
+
+
+@pytest.mark.parametrize('config', ['pretrain_cpu', 'pretrain_univ'])
+def test_no_config_pretrains_on_an_evaluation_pair(config, data_dir):
+    """pretrain_cpu.yaml lists no ``exclude``: the evaluation pairs are dropped all the same."""
+    from univ_core.data.evaluation_pairs import is_evaluation_pair
+    from univ_core.train.config import load_config
+    from univ_core.train.pretrain import PretrainConfig, build_pairs
+
+    cfg = load_config(PretrainConfig, REPO / 'config' / f'{config}.yaml', [])
+    train, held = build_pairs(cfg, REPO / 'config')
+    assert len(train) == 242 and len(held) == 12
+    assert not any(is_evaluation_pair(p.name) for p in train)

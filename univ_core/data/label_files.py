@@ -114,7 +114,11 @@ def read_coco_boxes(path: Path, class_names: list[str]) -> dict[str, BoxSet]:
             if ann['image_id'] not in stems or ann['category_id'] not in category:
                 raise ValueError(f'{path}: annotation {number} names an unknown image '
                                  f'{ann["image_id"]} or category {ann["category_id"]}')
-            x, y, w, h = (float(value) for value in ann['bbox'])
+            try:
+                x, y, w, h = (float(value) for value in ann['bbox'])
+            except ValueError as error:  # a non-numeric or short bbox
+                raise ValueError(f'{path}: annotation {number} has bbox {ann["bbox"]!r}, '
+                                 'expected 4 numbers [x, y, w, h]') from error
             boxes, labels = rows[stems[ann['image_id']]]
             boxes.append([x, y, x + w, y + h])
             labels.append(category[ann['category_id']])

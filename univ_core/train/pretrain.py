@@ -18,6 +18,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
+from univ_core.data.evaluation_pairs import is_evaluation_pair
 from univ_core.data.home import data_home
 from univ_core.data.paired import PairedRgbtDataset, find_pairs, split_holdout
 from univ_core.data.transforms import as_hw
@@ -105,7 +106,11 @@ class PretrainConfig:
 
 
 def build_pairs(cfg: PretrainConfig, base: Path) -> tuple[list, list]:
-    """(train pairs, held-out pairs) over all sources; held-out pairs are stable across runs."""
+    """(train pairs, held-out pairs) over all sources; held-out pairs are stable across runs.
+
+    The evaluation pairs (:mod:`univ_core.data.evaluation_pairs`) never train, whatever the
+    config's ``exclude`` says: every downstream score is measured on them.
+    """
     train, held = [], []
     for src in cfg.sources:
         root = Path(os.path.expandvars(src.root.replace('${UNIV_DATA}', str(data_home()))))
@@ -115,7 +120,7 @@ def build_pairs(cfg: PretrainConfig, base: Path) -> tuple[list, list]:
         train += t
         held += h
     excluded = set(cfg.exclude)  # after the holdout split: it stays the same with or without
-    return [p for p in train if p.name not in excluded], held
+    return [p for p in train if p.name not in excluded and not is_evaluation_pair(p.name)], held
 
 
 def batches_for_epoch(n: int, batch: int, epoch: int, seed: int, rank: int, world: int):
