@@ -5,20 +5,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
-from univ_core.data.joint_transforms import (
-    EvalResize,
-    JointAugment,
-    TransformedPairs,
-    boxes_to_source,
-    collate_samples,
-    map_to_source,
-    sample_to_tensors,
-)
 from univ_core.data.labelled import MFNET_CLASSES, open_labelled_dataset
-from univ_core.data.transforms import PairedRandomResizedCrop, rgb_to_tensor
+from univ_core.data.transforms import PairedRandomResizedCrop
+from univ_core.train.views import apply_window
 
 H, W = 40, 56
 
@@ -241,10 +232,11 @@ def _bright_extent(image: np.ndarray, threshold: float) -> np.ndarray:
 
 @pytest.mark.parametrize('seed', range(6))
 @pytest.mark.parametrize('box', [(30, 20, 50, 40), (62, 44, 80, 60)])  # middle; corner (clipped)
-def test_joint_augment_keeps_square_under_box_and_mask(seed, box):
+def test_a_crop_window_keeps_square_under_box_and_mask(seed, box):
     crop = PairedRandomResizedCrop(size=48, scale=(0.5, 1.0), mode='area', hflip=0.5)
     sample = _square_sample(box)
-    out = JointAugment(crop, min_box_size=1.0)(sample, np.random.default_rng(seed))
+    window = crop.sample(*sample['thermal'].shape, np.random.default_rng(seed))
+    out = apply_window(sample, window, min_box_size=1.0)
     assert out['rgb'].shape == (48, 48, 3) and out['thermal'].dtype == np.uint16
     assert out['mask'].shape == (48, 48)
     if len(out['boxes_rgb']) == 0:  # square cropped away entirely: nothing bright is left
@@ -257,46 +249,14 @@ def test_joint_augment_keeps_square_under_box_and_mask(seed, box):
     assert set(np.unique(out['mask']).tolist()) <= {0, 3}  # nearest: no blended ids
 
 
-def test_joint_augment_flip_moves_box_with_images_and_drops_boxes_outside():
+def test_a_flipped_window_moves_box_with_images_and_drops_boxes_outside():
     crop = PairedRandomResizedCrop(size=40, scale=(1.0, 1.0), ratio=(0.5, 2.0), mode='area',
                                    hflip=1.0)
     sample = _square_sample((5, 10, 25, 30), height=40, width=40)
-    out = JointAugment(crop)(sample, np.random.default_rng(0))
+    out = apply_window(sample, crop.sample(40, 40, np.random.default_rng(0)), 2.0)
     np.testing.assert_allclose(out['boxes_rgb'][0], [15, 10, 35, 30])  # mirrored x
     np.testing.assert_allclose(_bright_extent(out['thermal'], 30500), [15, 10, 35, 30])
     centre = PairedRandomResizedCrop(size=20, mode='area')  # eval: centred 40x40 of 40x80
     away = _square_sample((0, 0, 4, 4), height=40, width=80)  # outside columns 20..60
-    out = JointAugment(centre)(away, None)
+    out = apply_window(away, centre.center(40, 80), 2.0)
     assert out['boxes_rgb'].shape == (0, 4) and out['labels_ir'].shape == (0,)
-
-
-@pytest.mark.parametrize('letterbox', [True, False])
-def test_eval_resize_maps_boxes_and_masks_back(letterbox):
-    sample = _square_sample((30, 20, 50, 40), height=60, width=80)
-    out = EvalResize(size=32, letterbox=letterbox)(sample)
-    info = out['resize']
-    assert out['rgb'].shape == (32, 32, 3)
-    if letterbox:
-        assert info.scale_x == info.scale_y == 32 / 80
-        assert (out['mask'][25:] == 255).all()  # padding rows are ignored
-    np.testing.assert_allclose(boxes_to_source(out['boxes_rgb'], info), [[30, 20, 50, 40]],
-                               atol=1e-4)
-    back = map_to_source(out['mask'], info)
-    assert back.shape == (60, 80)
-    assert (back == sample['mask']).mean() > 0.95  # nearest up/down sampling at 2.5x
-
-
-def test_tensors_collate_and_seeded_training_items():
-    sample = _square_sample((10, 10, 30, 30), height=48, width=48)
-    tensors = sample_to_tensors(sample)
-    assert tensors['thermal'].shape == (3, 48, 48) and tensors['mask'].dtype == torch.int64
-    torch.testing.assert_close(tensors['rgb'], rgb_to_tensor(sample['rgb']))
-    batch = collate_samples([tensors, tensors])
-    assert batch['rgb'].shape == (2, 3, 48, 48) and batch['mask'].shape == (2, 48, 48)
-    assert len(batch['boxes_ir']) == 2 and batch['name'] == ['toy', 'toy']
-    crop = PairedRandomResizedCrop(size=24, scale=(0.3, 1.0), mode='area')
-    data = TransformedPairs([sample] * 4, JointAugment(crop), seed=3)
-    first = data[1]['rgb']
-    torch.testing.assert_close(data[1]['rgb'], first)  # same (seed, epoch, index): same item
-    data.set_epoch(1)
-    assert not torch.equal(first, data[1]['rgb'])  # a new epoch draws a new window

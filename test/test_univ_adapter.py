@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from univ_core.data.joint_transforms import PairedRandomResizedCrop
 from univ_core.data.paired import PairedRgbtDataset, find_pairs
+from univ_core.data.transforms import PairedRandomResizedCrop
 from univ_core.export.merge import MERGE_TOLERANCE, float64_difference
 from univ_core.models.backbone import PatchEncoder, create_backbone
 from univ_core.models.lora import add_lora, load_lora_strict

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import torch
 
-from univ_core.data.joint_transforms import PairedRandomResizedCrop
 from univ_core.data.paired import PairedRgbtDataset
+from univ_core.data.transforms import PairedRandomResizedCrop
 from univ_core.eval.alignment import load_heldout
 from univ_core.export.merge import merge_difference, run_student
 from univ_core.models.lora import load_lora_strict, lora_state, merge_lora

@@ -4,7 +4,8 @@ Head-only training runs the frozen backbone once per view and caches its maps (f
 views per image give augmentation at the price of a few backbone passes, not one per step.
 View 0 is the Predictor's own input (the whole frame resized by the shared preprocessing);
 view 1 its mirror; views 2+ random crops of the UNIV crop geometry (a fraction of each side,
-aspect kept), with boxes and masks moved alike and boxes left tiny by the crop dropped.
+aspect kept), with boxes and masks moved alike and boxes left tiny by the crop dropped
+(:func:`apply_window`).
 """
 
 import functools
@@ -13,7 +14,6 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 
-from univ_core.data.joint_transforms import apply_window
 from univ_core.data.thermal import ThermalNorm
 from univ_core.data.transforms import CropWindow, PairedRandomResizedCrop, thermal_to_unit
 from univ_core.inference.preprocess import Preprocessor
@@ -27,6 +27,33 @@ UNIT_THERMAL = ThermalNorm(mode='fixed', low=0.0, high=1.0)  # already in [0, 1]
 def _unit_preprocessor(input_size: tuple[int, int], device: torch.device) -> Preprocessor:
     """The Predictor's preprocessing for thermal already mapped to [0, 1] (made once)."""
     return Preprocessor(input_size, UNIT_THERMAL, device)
+
+
+def apply_window(sample: dict, window: CropWindow, min_box_size: float = 0.0) -> dict:
+    """Move one sample through `window`.
+
+    Args:
+        sample: numpy sample ('rgb' (H, W, 3) uint8, 'thermal' (H, W), 'mask' (H, W) or None,
+            'boxes_rgb' / 'boxes_ir' (K, 4) float32 xyxy with 'labels_rgb' / 'labels_ir').
+        window: the geometry.
+        min_box_size: boxes narrower or shorter than this (output pixels) are dropped; boxes
+            with no area are always dropped.
+
+    Returns:
+        A new sample of side window.out_size; other keys are copied unchanged.
+    """
+    out = dict(sample)
+    out['rgb'] = window.image(sample['rgb'])
+    out['thermal'] = window.image(sample['thermal'])
+    if sample.get('mask') is not None:
+        out['mask'] = window.mask(sample['mask'])
+    for key in ('rgb', 'ir'):
+        boxes = window.boxes(sample[f'boxes_{key}'])  # (K, 4) clipped output pixels
+        sizes = boxes[:, 2:] - boxes[:, :2]  # (K, 2): width, height
+        keep = (sizes > 0).all(axis=1) & (sizes >= min_box_size).all(axis=1)
+        out[f'boxes_{key}'] = boxes[keep]
+        out[f'labels_{key}'] = np.asarray(sample[f'labels_{key}'], np.int64)[keep]
+    return out
 
 
 def view_windows(height: int, width: int, views: int, input_size: tuple[int, int],
