@@ -192,3 +192,15 @@ def test_a_truncated_bag_keeps_the_labels_of_the_pairs_before_the_damage(data_di
     assert '0 ok, 1 damaged: labelled up to the damage, 0 failed' in \
         (fleet / 'summary.md').read_text()
     assert summary['totals']['pairs'] == provenance['pairs']
+
+
+def test_training_reads_only_the_inputs_of_a_fleets_last_run(labelled, tmp_path):
+    """A folder an earlier run wrote for an input since renamed is not read a second time."""
+    from univ_core.data.labelled import open_autolabel
+
+    _, out = labelled
+    copy = tmp_path / 'labels'
+    shutil.copytree(out, copy)
+    shutil.copytree(copy / 'msrs_mini', copy / 'day1')  # e.g. `day1` before it became day1-<hash>
+    pairs = json.loads((copy / 'summary.json').read_text())['totals']['pairs']
+    assert len(open_autolabel(copy)) == pairs == len(MSRS) + len(ROADSCENE)

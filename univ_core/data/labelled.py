@@ -232,6 +232,13 @@ def open_autolabel(root: str | Path) -> LabelledPairs:
     root = Path(root)
     folders = [root] if (root / 'pairs.json').is_file() else sorted(
         p.parent for p in root.glob('*/pairs.json'))
+    summary = root / 'summary.json'
+    if len(folders) > 1 and summary.is_file():
+        # a fleet's --out: the inputs of its last run only; a folder an earlier run wrote for
+        # an input since renamed (two inputs of one name get path hashes) would count it twice
+        rows = json.loads(summary.read_text()).get('rows', [])
+        current = {r.get('output') for r in rows if r.get('status') != 'error'}
+        folders = [f for f in folders if f.name in current]
     if not folders:
         raise FileNotFoundError(f'{root}: no univ autolabel output (pairs.json) in it or its '
                                 'subfolders')
