@@ -31,6 +31,7 @@ from univ_ros.perception_node import (
     Loader,
     PerceptionIO,
     default_loader,
+    error_text,
     load_predictor_for,
     on_set_parameters,
     spin_node,
@@ -101,9 +102,7 @@ class PerceptionLifecycleNode(LifecycleNode):
 
     def _failed(self, transition: str, err: Exception, undo: Any) -> TransitionCallbackReturn:
         """Log why ``transition`` failed, undo its half-done work, report FAILURE."""
-        expected = isinstance(err, (FileNotFoundError, ValueError))  # their text says it all
-        kind = '' if expected else f'{type(err).__name__}: '
-        self.get_logger().error(f'{transition} failed: {kind}{err}')
+        self.get_logger().error(f'{transition} failed: {error_text(err)}')
         undo()
         return TransitionCallbackReturn.FAILURE
 

@@ -340,6 +340,12 @@ def main(args: list[str] | None = None, load: Loader = default_loader) -> int:
     return spin_node(lambda: PerceptionNode(load), args)
 
 
+def error_text(err: Exception) -> str:
+    """One line for a log: our own errors' text says it all, others are named by type."""
+    expected = isinstance(err, (FileNotFoundError, ValueError))
+    return f'{err}' if expected else f'{type(err).__name__}: {err}'
+
+
 def spin_node(make_node: Callable[[], Node], args: list[str] | None) -> int:
     """Init, build the node (a bad parameter or model file: fatal log, exit 1), spin, shut down."""
     rclpy.init(args=args)
@@ -348,9 +354,7 @@ def spin_node(make_node: Callable[[], Node], args: list[str] | None) -> int:
     except Exception as err:  # any failure to start: one fatal line, exit 1
         # rclpy's parameter exceptions (a value out of range, a wrong type), a device torch
         # does not have, a model that does not load: say which, without a traceback
-        expected = isinstance(err, (FileNotFoundError, ValueError))
-        get_logger(NODE_NAME).fatal(
-            f'cannot start: {"" if expected else type(err).__name__ + ": "}{err}')
+        get_logger(NODE_NAME).fatal(f'cannot start: {error_text(err)}')
         rclpy.try_shutdown()
         return 1
     try:
