@@ -273,6 +273,8 @@ def test_a_fingerprint_sees_files_behind_symlinked_folders(tmp_path):
     dataset = tmp_path / 'dataset'
     dataset.mkdir()
     (dataset / 'vi').symlink_to(images)
+    (images / 'up').symlink_to(tmp_path)  # a link back up the tree: walked once, no loop
+    (dataset / 'gone').symlink_to(tmp_path / 'nothing')  # a dangling link: no file
     before = fingerprint(dataset)
     (images / 'a.png').write_bytes(b'22')  # re-recorded behind the link
     assert fingerprint(dataset) != before

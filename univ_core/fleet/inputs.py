@@ -4,7 +4,7 @@ import glob
 import hashlib
 import os
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 GLOB_CHARS = re.compile(r'[*?\[]')
@@ -85,14 +85,25 @@ def input_key(path: Path) -> str:
     return f'{name}-{digest}'
 
 
+def _files_under(folder: Path) -> Iterator[Path]:
+    """Every file below ``folder``, symlinked folders followed once (rglob skips them)."""
+    seen = set()
+    for root, dirs, names in os.walk(folder, followlinks=True):
+        real = os.path.realpath(root)
+        if real in seen:  # a link back up the tree: do not loop
+            dirs[:] = []
+            continue
+        seen.add(real)
+        yield from (p for p in (Path(root) / n for n in names) if p.is_file())
+
+
 def fingerprint(path: Path) -> str:
     """A hash of the names, sizes and modification times of the files of ``path``.
 
     It changes when the input is re-recorded or copied anew (a stale result is then redone).
     """
     path = Path(path)
-    files = [path] if path.is_file() else sorted(  # symlinked folders too (rglob skips them)
-        Path(root) / f for root, _, names in os.walk(path, followlinks=True) for f in names)
+    files = [path] if path.is_file() else sorted(_files_under(path))
     text = ';'.join(f'{p.relative_to(path.parent)}:{p.stat().st_size}:{p.stat().st_mtime_ns}'
                     for p in files)
     return hashlib.sha1(text.encode()).hexdigest()[:16]
