@@ -155,19 +155,6 @@ def test_pair_lists_hold_absolute_dataset_paths_and_survive_a_moved_output(data_
     assert len(data) == 1 and data[0]['rgb'].shape[2] == 3
 
 
-def test_teacher_boxes_lie_inside_the_image(data_dir):
-    """NanoDet's graph clips to its square canvas, below a landscape image's bottom edge."""
-    from univ_core.autolabel.teachers import load_teacher
-
-    config = AutolabelConfig()
-    detector = load_teacher(config.detector_adapter, config.detector_path())
-    rgb = cv2.imread(str(data_dir / 'msrs_mini' / 'train' / 'vi' / '00002D.png'))[..., ::-1]
-    boxes, _, _ = detector.detect(np.ascontiguousarray(rgb))
-    h, w = rgb.shape[:2]
-    assert len(boxes) and boxes.min() >= 0
-    assert boxes[:, [0, 2]].max() <= w and boxes[:, [1, 3]].max() <= h
-
-
 def test_a_truncated_bag_keeps_the_labels_of_the_pairs_before_the_damage(data_dir, tmp_path,
                                                                           capsys):
     bag = tmp_path / 'drive'

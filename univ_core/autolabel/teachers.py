@@ -90,10 +90,14 @@ class NanoDetTeacher:
         s = torch.from_numpy(scores[point, cls])
         c = torch.from_numpy(cls.astype(np.int64))
         keep = batched_nms(b, s, c, self.nms_iou)[: self.max_detections]
-        # the graph clips to its 416 px canvas, i.e. to max(h, w): clip to the image itself
-        out = b[keep].numpy().astype(np.float32)
-        np.clip(out, 0, [w, h, w, h], out=out)
-        return out, s[keep].numpy(), c[keep].numpy()
+        # Not clipped to the image: the graph clips to its 416 px canvas, i.e. to max(h, w), so
+        # a box can end up to ~12 px below a landscape frame, and its YOLO row may pass 1.
+        # Readers clip (univ_core.data.label_files). Clipping here rewrote 23 label rows of the
+        # training pairs (the same boxes once read and clipped, up to the 6-decimal rounding),
+        # and the default model retrained on them scored msrs_mini thermal 0.101 instead of
+        # 0.259 (README "One seed"): kept as the shipped model's labels were made, so
+        # `univ train-default` rebuilds that file.
+        return b[keep].numpy().astype(np.float32), s[keep].numpy(), c[keep].numpy()
 
 
 class EspnetTeacher:
