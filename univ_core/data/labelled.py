@@ -198,6 +198,15 @@ def _flir_aligned(root: Path, split: str) -> list[LabelledPairFiles]:
     return _shared_voc(pairs, xml_dir, FLIR_CLASSES, frozenset({'dog'}), '_PreviewData')
 
 
+def _listed(folder: Path, path: str) -> Path:
+    """An image path of pairs.json: a bag's images relative to the folder, a dataset's absolute.
+
+    Outputs written before stored paths relative to where autolabel ran: found from here.
+    """
+    inside = folder / path  # an absolute ``path`` stays as it is
+    return inside if inside.exists() or not Path(path).exists() else Path(path)
+
+
 def _autolabel_input(folder: Path) -> tuple[list[LabelledPairFiles], tuple]:
     """One ``univ autolabel`` input folder: pairs.json, labels/{visible,infrared}, masks/."""
     try:
@@ -210,8 +219,7 @@ def _autolabel_input(folder: Path) -> tuple[list[LabelledPairFiles], tuple]:
         items = []
         for entry in pairs['pairs']:
             name = entry['name']
-            # relative: a bag's images inside the folder; an absolute path stays as it is
-            pair = PairPaths(folder / entry['rgb'], folder / entry['ir'], name)
+            pair = PairPaths(_listed(folder, entry['rgb']), _listed(folder, entry['ir']), name)
             txts = [existing_file(folder / 'labels' / m / f'{name}.txt')
                     for m in ('visible', 'infrared')]
             mask = folder / 'masks' / f'{name}.png' if entry.get('mask') else None
