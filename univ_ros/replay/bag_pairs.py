@@ -30,8 +30,7 @@ def iter_bag_pairs(path: Path, rgb_topic: str = T.RGB_IMAGE,
     streams = {rgb_topic: 'rgb', thermal_topic: 'thermal'}
     with BagInput(Path(path)) as bag:
         bag.require([rgb_topic, thermal_topic])
-        decode = {'rgb': bag.decoder(rgb_topic, 'rgb'),
-                  'thermal': bag.decoder(thermal_topic, 'thermal')}
+        decode = bag.pair_decoders(rgb_topic, thermal_topic)
         damage = None
         try:
             for topic, _, raw in bag.messages([rgb_topic, thermal_topic]):

@@ -148,6 +148,11 @@ class BagInput:
         """The node's decoder of ``camera`` ('rgb' | 'thermal') images for ``topic``'s type."""
         return DECODERS[camera, T.CAMERA_TRANSPORTS[self.topics[topic].msgtype]]
 
+    def pair_decoders(self, rgb_topic: str, thermal_topic: str) -> dict[str, Callable]:
+        """{'rgb': decoder, 'thermal': decoder} of the two camera topics (:meth:`decoder`)."""
+        return {'rgb': self.decoder(rgb_topic, 'rgb'),
+                'thermal': self.decoder(thermal_topic, 'thermal')}
+
     def messages(self, topics: Sequence[str]) -> Iterator[tuple[str, int, bytes]]:
         """(topic, bag timestamp ns, raw CDR) of ``topics`` in timestamp order.
 

@@ -110,8 +110,7 @@ def _stream(bag: BagInput, predictor: Any, config: ReplayConfig, writer: OutputW
     streams = {config.rgb_topic: 'rgb', config.thermal_topic: 'thermal'}
     has_truth = any(t in bag.topics for t in GT_TOPICS)
     modes = score_modes(config, has_truth)
-    decode = {'rgb': bag.decoder(config.rgb_topic, 'rgb'),
-              'thermal': bag.decoder(config.thermal_topic, 'thermal')}
+    decode = bag.pair_decoders(config.rgb_topic, config.thermal_topic)
     bar = tqdm(total=bag.topics[config.rgb_topic].count, unit='frame', desc='replay',
                disable=not config.progress)
     try:
