@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from timm.utils import ModelEmaV3
 from tqdm import tqdm
 
 from univ_core.data.home import data_home
@@ -60,9 +59,6 @@ class FinetuneConfig:
     layer_decay: float = 0.75  # backbone block i gets lr * decay^(depth - i) (full fine-tuning)
     weight_decay: float = 0.05  # AdamW
     warmup_steps: int = 20  # linear lr warm-up
-    # > 0: the saved model is an exponential moving average of the trained weights (timm's
-    # ModelEmaV3; its decay ramps up as 1 - (1 + step)^-3/4 to at most this), 0: the last weights
-    ema_decay: float = 0.0
     seed: int = 0  # init, data order
     out_dir: str = 'runs/finetune'  # model.safetensors, last.pt, log.jsonl, summary.json
     checkpoint_every: int = 100  # steps between atomic resumable checkpoints
@@ -78,8 +74,6 @@ class FinetuneConfig:
         if not 0 <= self.seg_prior_correction <= 1:
             raise ValueError(f'finetune: seg_prior_correction must be in 0..1, got '
                              f'{self.seg_prior_correction}')
-        if not 0 <= self.ema_decay < 1:
-            raise ValueError(f'finetune: ema_decay must be in [0, 1), got {self.ema_decay}')
         if self.views < 1 or (self.views > 1 and not self.freeze_backbone):
             raise ValueError('finetune: views >= 1, and views > 1 only with freeze_backbone '
                              '(cached maps)')
@@ -198,16 +192,9 @@ def finetune(cfg: FinetuneConfig, resume: bool = False, quiet: bool = False) -> 
     total = cfg.epochs * per_epoch
     lrs = cosine_schedule(cfg.lr, cfg.lr * 0.01, total, min(cfg.warmup_steps, total))
     step = 0
-    ema = (ModelEmaV3(model, decay=cfg.ema_decay, use_warmup=True, warmup_power=0.75)
-           if cfg.ema_decay else None)
     if resume and (out / 'last.pt').is_file():
         state = load_state(out / 'last.pt')
         model.load_state_dict(state['model'])
-        if ema is not None:
-            if 'ema' not in state:
-                raise ValueError(f'{out / "last.pt"}: no EMA weights to resume (ema_decay '
-                                 f'{cfg.ema_decay}); delete it or use a new out_dir')
-            ema.module.load_state_dict(state['ema'])
         optimizer.load_state_dict(state['optimizer'])
         torch.set_rng_state(state['rng'])
         step = state['step']
@@ -234,8 +221,6 @@ def finetune(cfg: FinetuneConfig, resume: bool = False, quiet: bool = False) -> 
                 loss.backward()
                 optimizer.step()
                 step += 1
-                if ema is not None:
-                    ema.update(model, step)
                 bar.update(1)
                 row = {'step': step, 'epoch': epoch, 'lr': lrs[step - 1], 'loss': loss.item(),
                        'time_s': round(time.perf_counter() - t0, 2),
@@ -246,8 +231,7 @@ def finetune(cfg: FinetuneConfig, resume: bool = False, quiet: bool = False) -> 
                 if step % cfg.checkpoint_every == 0 or step == total:
                     save_state(out / 'last.pt', {
                         'step': step, 'model': model.state_dict(), 'rng': torch.get_rng_state(),
-                        'optimizer': optimizer.state_dict(),
-                        **({'ema': ema.module.state_dict()} if ema is not None else {})})
+                        'optimizer': optimizer.state_dict()})
         bar.close()
     lora = None
     if cfg.backbone == 'univ' and cfg.freeze_backbone:  # compact: heads + the adapter's delta
@@ -256,10 +240,9 @@ def finetune(cfg: FinetuneConfig, resume: bool = False, quiet: bool = False) -> 
     elif cfg.backbone == 'default' and cfg.freeze_backbone:  # compact: heads; teacher at load
         spec.backbone = 'default'
 
-    final = ema.module if ema is not None else model
     if class_weights is not None:  # the saved file only; last.pt keeps the trained bias
-        correct_seg_prior(final.seg_head, class_weights, cfg.seg_prior_correction)
-    path = save_model(out / 'model.safetensors', final.eval(), spec, lora)
+        correct_seg_prior(model.seg_head, class_weights, cfg.seg_prior_correction)
+    path = save_model(out / 'model.safetensors', model.eval(), spec, lora)
     write_json(out / 'summary.json', {
         'model': str(path), 'steps': step, 'samples': len(samples),
         'det_classes': spec.det_classes, 'seg_classes': spec.seg_classes,
