@@ -57,8 +57,8 @@ def test_the_shipped_files_are_the_ones_their_sidecars_describe():
 def test_the_default_model_is_not_stale():
     """Trained with the committed config, on the shipped adapter if it uses one.
 
-    The sidecar's settings are read back through the config class, so a setting added later
-    whose default keeps the old behaviour (e.g. ``finetune.ema_decay: 0``) leaves it current.
+    The sidecar's settings are read back through the config class, so a setting added later,
+    whose default keeps the old behaviour, leaves the shipped model current.
     """
     config = load_config(DefaultModelConfig, REPO / 'config' / 'default_model.yaml')
     trained = from_dict(DefaultModelConfig, SIDECAR['config'], 'sidecar config')
