@@ -10,7 +10,7 @@ setup(
     name=PACKAGE,
     version='0.1.0',
     packages=find_packages(include=['univ_core', 'univ_core.*', 'univ_ros', 'univ_ros.*']),
-    package_data={'univ_core': ['configs/*.yaml', 'weights/*.safetensors', 'weights/*.json']},
+    package_data={'univ_core': ['weights/*.safetensors', 'weights/*.json']},
     data_files=[
         ('share/ament_index/resource_index/packages', [f'resource/{PACKAGE}']),
         (f'share/{PACKAGE}', ['package.xml']),

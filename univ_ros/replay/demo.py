@@ -61,7 +61,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """`univ demo` arguments."""
     parser.add_argument('--data', type=Path, default=None,
                         help='aligned RGB-T dataset (default: $UNIV_DATA, else '
-                             '../shared/data/msrs_mini)')
+                             '../shared/data, or its first sub-folder that is a dataset: '
+                             'msrs_mini, msrs, llvip, m3fd, roadscene)')
     parser.add_argument('--out', type=Path, default=Path('univ_demo'),
                         help='output folder (default: ./univ_demo)')
     parser.add_argument('--model', type=Path, default=None,
