@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from coco_reference import coco_ap50
 
+from univ_core.autolabel.config import AutolabelConfig
 from univ_core.eval.benchmark import benchmark, detection_sets, headline
 from univ_core.inference import PredictorConfig, load_predictor
 from univ_core.models.model_file import DEFAULT_MODEL, read_spec
@@ -171,3 +172,17 @@ def test_the_labels_key_covers_the_labelling_code(tmp_path, monkeypatch):
     before = default_model.label_code_sha256()
     code.write_text('IOU = 0.5\n')
     assert default_model.label_code_sha256() != before
+
+
+def test_the_labels_key_covers_the_class_tables_mapping_not_its_comments(tmp_path):
+    """A class table that maps teacher classes otherwise makes other labels: a new key."""
+    shipped = REPO / 'config' / 'autolabel.yaml'
+    listing = {'msrs_mini': ['00001D']}
+    commented, remapped = tmp_path / 'commented.yaml', tmp_path / 'remapped.yaml'
+    commented.write_text('# a note\n' + shipped.read_text())
+    text = shipped.read_text()
+    assert '    motorcycle: bicycle\n' in text
+    remapped.write_text(text.replace('    motorcycle: bicycle\n', ''))
+    key = {p.name: default_model.labels_key(AutolabelConfig(classes=str(p)), listing)
+           for p in (shipped, commented, remapped)}
+    assert key['commented.yaml'] == key['autolabel.yaml'] != key['remapped.yaml']

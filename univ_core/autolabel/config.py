@@ -1,5 +1,6 @@
 """`univ autolabel` settings and the teacher -> package class table (``config/autolabel.yaml``)."""
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -61,6 +62,17 @@ class AutolabelConfig:
         """sha256 of the teacher files in use (detector first): labels of other teachers differ."""
         paths = [p for p in (self.detector_path(), self.segmenter_path()) if p is not None]
         return [file_sha256(p) for p in paths]
+
+    def label_identity(self) -> dict:
+        """What decides the labels: settings, teacher files' sha256, the class table's content.
+
+        Hashes and contents, not paths: other teachers or classes are never reused, and a moved
+        checkout still reuses its labels. ``threads`` changes no label and is left out.
+        """
+        config = {k: v for k, v in dataclasses.asdict(self).items()
+                  if k not in ('threads', 'classes')}
+        return {'autolabel': config, 'teachers': self.teacher_sha256(),
+                'classes': dataclasses.asdict(ClassTable.load(self.classes))}
 
 
 @dataclass

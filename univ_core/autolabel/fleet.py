@@ -79,17 +79,9 @@ class AutolabelJob:
     items_name: str = 'pair'
 
     def settings(self) -> dict:
-        """Config, layout, split, teacher files' sha256 and the class table's content.
-
-        Hashes and contents, not paths: other teachers or classes are never reused, and a moved
-        checkout still reuses its results. ``threads`` changes no label and is left out.
-        """
-        config = {k: v for k, v in dataclasses.asdict(self.config).items()
-                  if k not in ('threads', 'classes')}
-        return {'autolabel': config, 'layout': self.layout, 'split': self.split,
-                **({'topics': list(self.topics)} if self.topics else {}),
-                'teachers': self.config.teacher_sha256(),
-                'classes': dataclasses.asdict(ClassTable.load(self.config.classes))}
+        """What decides the labels (:meth:`AutolabelConfig.label_identity`), layout, split."""
+        return {**self.config.label_identity(), 'layout': self.layout, 'split': self.split,
+                **({'topics': list(self.topics)} if self.topics else {})}
 
     def plan(self, inputs: Sequence[str]) -> list[Unit]:
         """One unit per input found in ``inputs`` (paths, folders of inputs, globs)."""

@@ -82,15 +82,22 @@ def label_code_sha256() -> dict[str, str]:
     return {path.name: file_sha256(path) for path in LABEL_CODE}
 
 
+def labels_key(cfg: AutolabelConfig, listing: dict[str, list[str]]) -> str:
+    """The labels folder's key: what decides the labels, the pair listing, the labelling code.
+
+    What decides the labels is :meth:`AutolabelConfig.label_identity` (settings, teachers, the
+    class table's content).
+    """
+    return _key(cfg.label_identity(), listing, label_code_sha256())
+
+
 def autolabel_all(cfg: DefaultModelConfig, data: Path, quiet: bool) -> Path:
     """Step 1; returns the labels folder (reused when its key matches)."""
     from univ_core.autolabel.run import autolabel_input, load_labeller
     from univ_core.data.paired import find_pairs
 
     listing = {name: [p.name for p in find_pairs(data / name)] for name in cfg.inputs}
-    key = _key(to_dict(cfg.autolabel), listing, cfg.autolabel.teacher_sha256(),
-               label_code_sha256())
-    out = Path(cfg.work_dir) / f'autolabel-{key}'
+    out = Path(cfg.work_dir) / f'autolabel-{labels_key(cfg.autolabel, listing)}'
     if all((out / name / 'provenance.json').is_file() for name in cfg.inputs):
         return out
     labeller = load_labeller(cfg.autolabel)
