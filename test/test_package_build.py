@@ -31,3 +31,14 @@ def test_colcon_build_installs_entry_points_and_share_files(tmp_path: Path) -> N
             capture_output=True, text=True, timeout=120)
         assert run.returncode == 0, f'{script} --help failed:\n{run.stdout}{run.stderr}'
         assert 'usage' in run.stdout.lower()
+    # the installed library finds its config files in share/ (no repository beside it)
+    probe = ('import univ_core; from univ_core.autolabel.config import AutolabelConfig, '
+             'ClassTable; c = AutolabelConfig().classes; print(univ_core.__file__); print(c); '
+             'print(ClassTable.load(c).det_classes)')
+    run = subprocess.run(['bash', '-c', f'source {tmp_path}/install/setup.bash && '
+                          f'{sys.executable} -c "{probe}"'], cwd=tmp_path,
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stdout + run.stderr
+    module, classes, names = run.stdout.splitlines()[-3:]
+    assert module.startswith(str(prefix)) and classes == str(share / 'config' / 'autolabel.yaml')
+    assert names == "['person', 'bicycle', 'car']"

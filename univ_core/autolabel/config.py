@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from univ_core.data.home import REPO, data_home
+from univ_core.data.home import config_file, data_home
 from univ_core.models.weights import file_sha256
 
 IGNORE = 255  # mask value of pixels without a label
@@ -26,7 +26,7 @@ class AutolabelConfig:
     detector_adapter: str = 'nanodet'  # nanodet | module:factory (teachers.load_teacher)
     segmenter: str = ''  # segmenter .onnx ('' = <models>/espnet_cityscapes.onnx; 'none' = skip)
     segmenter_adapter: str = 'espnet'  # espnet | module:factory
-    classes: str = str(REPO / 'config' / 'autolabel.yaml')  # teacher -> package class table
+    classes: str = str(config_file('autolabel.yaml'))  # teacher -> package class table
     box_threshold: float = 0.35  # teacher boxes scoring below are not labels
     thermal_detector: bool = True  # also run the detector on the thermal image (merged)
     merge_iou: float = 0.55  # RGB- and thermal-teacher boxes of a class overlapping more: one

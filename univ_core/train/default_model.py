@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from univ_core.autolabel.config import AutolabelConfig
-from univ_core.data.home import REPO, data_home
+from univ_core.data.home import REPO, config_file, data_home
 from univ_core.models.model_file import DEFAULT_MODEL
 from univ_core.models.univ_weights import UNIV_ADAPTER
 from univ_core.models.weights import file_sha256
@@ -125,7 +125,7 @@ def train(cfg: DefaultModelConfig, labels: Path, quiet: bool) -> Path:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """CLI flags of ``univ train-default``."""
-    parser.add_argument('--config', type=Path, default=REPO / 'config' / 'default_model.yaml')
+    parser.add_argument('--config', type=Path, default=config_file('default_model.yaml'))
     parser.add_argument('--out', type=Path, default=DEFAULT_MODEL,
                         help='model file to write (its sidecar: same name, .json)')
     parser.add_argument('--quiet', action='store_true')
