@@ -175,13 +175,29 @@ def test_killed_worker_is_restarted_and_every_pair_counted_once(ray_runtime, dat
                                                       progress=False))
     killed = int(marker.read_text())  # a worker did die mid-bag
     assert not psutil.pid_exists(killed)
-    assert outcome.status == 'complete'
+    assert outcome.status == 'complete', [r.get('error') for r in outcome.report['rows']]
     report = outcome.report
     assert_counts_equal_reference(report, reference)
     assert not any(r['worker'].endswith(f':{killed}') for r in report['rows'])
     assert sum(w['items'] for w in report['workers'].values()) == PAIRS
     assert output_detections(out) == list(SIZES)
     assert not list(out.rglob('.*.tmp'))  # the dead attempt's temporaries are gone
+
+
+def test_retries_are_counted_per_bag_not_per_worker(ray_runtime, data_dir, bags, reference,
+                                                    work):
+    """One worker, --retries 1, dying once in every bag (its second pair): each bag is re-run
+    once and completes; a Ray actor's own restart budget would give up on the second bag."""
+    marker = work / 'per_bag'
+    job = oracle_job(data_dir, marker=str(marker), kill_on_pairs=(1, 3, 6))
+    out = work / 'per_bag_out'
+    outcome = run_fleet(job, [str(bags)], FleetConfig(out, RayConfig(workers=1, retries=1),
+                                                      progress=False))
+    killed = {int(p.read_text()) for p in work.glob('per_bag.*')}
+    assert len(killed) == 3  # three deaths, each a new process
+    assert outcome.status == 'complete', [r.get('error') for r in outcome.report['rows']]
+    assert_counts_equal_reference(outcome.report, reference)
+    assert output_detections(out) == list(SIZES)
 
 
 def test_rerun_after_an_interrupted_run_replays_only_missing_bags(ray_runtime, data_dir, bags,

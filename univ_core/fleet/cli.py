@@ -30,8 +30,8 @@ def add_fleet_arguments(parser: argparse.ArgumentParser, unit: str = 'input') ->
     fleet.add_argument('--gpus-per-worker', type=float, default=0.0,
                        help='Ray GPUs per worker: 1 = one worker per GPU, 0.5 = two share one (0)')
     fleet.add_argument('--retries', type=int, default=2,
-                       help=f'restarts of a worker that died, re-running its {unit} from '
-                            f'scratch (2)')
+                       help=f're-runs of a {unit} whose worker died, from scratch, per {unit} '
+                            f'(the worker is restarted) (2)')
 
 
 def uses_fleet_options(args: argparse.Namespace) -> bool:

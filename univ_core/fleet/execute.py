@@ -2,7 +2,9 @@
 
 Ray does the placement, the process supervision and the retries: every worker is an actor
 created with ``max_restarts`` / ``max_task_retries``, so when its process dies mid-unit Ray
-starts a new one (the model is loaded again) and re-runs the unit from scratch. A unit's result
+starts a new one (the model is loaded again) and re-runs the unit from scratch. Retries are
+counted per unit (Ray's task retries); the actor's restarts are budgeted so that every unit
+can use all of its retries (a worker dying once on each of many inputs goes on). A unit's result
 reaches the driver only when the unit is finished, and the driver stores it once per key, so a
 retried unit is never counted twice. The loop below only hands the next unit to an idle actor
 (largest units first, which keeps the actors evenly busy).
@@ -29,7 +31,7 @@ class RayConfig:
     workers: int | None = None  # actors (each loads the model once); None: as many as fit
     cpus_per_worker: float = 1.0  # Ray CPU request per actor (sets its torch threads)
     gpus_per_worker: float = 0.0  # Ray GPU request per actor (0.5: two actors share a GPU)
-    retries: int = 2  # restarts of a dead actor, and re-runs of the unit it was running
+    retries: int = 2  # re-runs of a unit whose worker died, per unit (the worker restarts)
 
     def __post_init__(self) -> None:
         if self.workers is not None and self.workers < 1:
@@ -94,15 +96,16 @@ def run_on_ray(job: FleetJob, units: Sequence[Unit], out: Path, config: RayConfi
                on_result: OnResult) -> None:
     """Every unit on ``config.workers`` actors of the connected Ray runtime.
 
-    An actor that died more often than ``config.retries`` (or whose model did not load) gives
-    its unit an error row and takes no more units; the others go on.
+    A unit whose worker died more than ``config.retries`` times on it (or whose model did not
+    load) gets an error row, and that actor takes no more units; the others go on.
     """
     import ray
     from ray.exceptions import RayActorError, RayError
 
+    # every unit may kill the actor retries + 1 times before giving up: never short of restarts
     actor_class = ray.remote(FleetActor).options(
         num_cpus=config.cpus_per_worker, num_gpus=config.gpus_per_worker,
-        max_restarts=config.retries, max_task_retries=config.retries)
+        max_restarts=(config.retries + 1) * len(units), max_task_retries=config.retries)
     # The job (settings only, small) goes inline with each actor's creation, so a restart
     # never depends on an object-store copy that may have been freed.
     actors = [actor_class.remote(job, config.gpus_per_worker)
