@@ -148,15 +148,17 @@ def baseline_predict(predictor, rgb: np.ndarray, thermal: np.ndarray):
     """
     import torch
 
+    threshold = predictor._threshold(scoring=False)
+    candidates = predictor._candidates(threshold, fused=True)  # what predict(mode='fused') keeps
     with torch.inference_mode():
-        outs = [predictor.forward(predictor.preprocess.rgb([rgb])),
-                predictor.forward(predictor.preprocess.thermal([thermal]))]
+        outs = [predictor.forward(predictor.preprocess.rgb([rgb]), candidates),
+                predictor.forward(predictor.preprocess.thermal([thermal]), candidates)]
         merged = {}
         if 'seg_logits' in outs[0]:
             merged['seg_logits'] = torch.cat([o['seg_logits'] for o in outs])  # (2, K, h, w)
         if 'det' in outs[0]:
             merged['det'] = outs[0]['det'] + outs[1]['det']
-        return predictor._postprocess(merged, [rgb], [thermal], 'fused', '')[0]
+        return predictor._postprocess(merged, [rgb], [thermal], 'fused', '', threshold)[0]
 
 
 def compare(got, want) -> dict[str, object]:
