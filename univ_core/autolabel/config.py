@@ -1,7 +1,6 @@
 """`univ autolabel` settings and the teacher -> package class table (``config/autolabel.yaml``)."""
 
-import dataclasses
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -69,10 +68,10 @@ class AutolabelConfig:
         Hashes and contents, not paths: other teachers or classes are never reused, and a moved
         checkout still reuses its labels. ``threads`` changes no label and is left out.
         """
-        config = {k: v for k, v in dataclasses.asdict(self).items()
+        config = {k: v for k, v in asdict(self).items()
                   if k not in ('threads', 'classes')}
         return {'autolabel': config, 'teachers': self.teacher_sha256(),
-                'classes': dataclasses.asdict(ClassTable.load(self.classes))}
+                'classes': asdict(ClassTable.load(self.classes))}
 
 
 @dataclass
