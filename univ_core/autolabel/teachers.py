@@ -95,7 +95,7 @@ class NanoDetTeacher:
         # Readers clip (univ_core.data.label_files). Clipping here rewrote 23 label rows of the
         # training pairs (the same boxes once read and clipped, up to the 6-decimal rounding),
         # and the default model retrained on them scored msrs_mini thermal 0.101 instead of
-        # 0.259 (README "One seed"): kept as the shipped model's labels were made, so
+        # 0.259 (docs/experiments.md, "One seed"): kept as the shipped model's labels were made, so
         # `univ train-default` rebuilds that file.
         return b[keep].numpy().astype(np.float32), s[keep].numpy(), c[keep].numpy()
 
