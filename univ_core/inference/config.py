@@ -40,10 +40,11 @@ class PredictorConfig:
     # fused score of an object both cameras boxed: max | noisy_or | avg (box_fusion). max: on
     # msrs_mini's 26 training pairs fused mAP50 0.307 vs noisy_or 0.279 and avg 0.260 (README
     # "The default model"); noisy_or lifted two sub-threshold boxes of one object over the cut
+    # (docs/experiments.md, "Fusion")
     fusion_rule: str = 'max'
     # (rgb, thermal) scale of each camera's scores before fusion, for a rig whose one camera
-    # is known to be worse. (1, 1) on the default model: weights chosen on msrs_mini's 26
-    # training pairs (thermal 0.1) lifted fused mAP50 there but lowered it on the held-out pairs
+    # is known to be worse. (1, 1) on the default model: msrs_mini's thermal head is weak and
+    # LLVIP's strong, so no fixed weight fits both (docs/experiments.md, "Fusion")
     fusion_weights: tuple[float, float] = (1.0, 1.0)
     max_detections: int = 100  # per image
     thermal_norm: ThermalNorm = field(default_factory=ThermalNorm)
