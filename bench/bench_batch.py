@@ -5,7 +5,11 @@ fp32 and onnxruntime with ``--pairs-per-forward`` pairs (2x as many images) in o
 Bigger batches change the float summation order of some kernels (oneDNN picks them by batch
 size), so a near-tie mask pixel may flip: the check allows MASK_TIE_PIXELS per 640x512 mask.
 
-usage: python bench/bench_batch.py [--input-size 336 420] [--pairs 4] [--pairs-per-forward 4]
+Model and pairs as bench_predictor (``--model shipped``, default: the shipped default model on
+real msrs_mini pairs; ``random``: random heads on synthetic pairs).
+
+usage: python bench/bench_batch.py [--model shipped|random] [--input-size H W] [--pairs 4]
+       [--pairs-per-forward 4]
 """
 
 import argparse
@@ -13,9 +17,9 @@ import copy
 
 from common import (
     baseline_predict,
-    camera_pair,
+    bench_model,
+    camera_pairs,
     compare,
-    default_model,
     interleaved,
     outputs_equal,
     print_header,
@@ -30,21 +34,27 @@ MASK_TIE_PIXELS = 3  # of 327,680 (1e-5)
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('--input-size', type=int, nargs=2, default=[336, 420])
+    parser.add_argument('--model', choices=['shipped', 'random'], default='shipped')
+    parser.add_argument('--input-size', type=int, nargs=2, default=None)
     parser.add_argument('--pairs', type=int, default=4, help='pairs per timed round')
     parser.add_argument('--pairs-per-forward', type=int, default=4)
     parser.add_argument('--rounds', type=int, default=2)
     parser.add_argument('--device', default='cpu')
-    parser.add_argument('--score', type=float, default=0.1)
+    parser.add_argument('--score', type=float, default=None,
+                        help='default: the deployment threshold; random heads: 0.1')
     parser.add_argument('--no-onnx', action='store_true')
     parser.add_argument('--json', default=None)
     args = parser.parse_args()
     info = print_header('Offline throughput with batching (pairs per forward)')
-    model, spec = default_model(tuple(args.input_size))
-    config = dict(device=args.device, score_threshold=args.score)
+    if args.score is None:
+        args.score = 0.1 if args.model == 'random' else PredictorConfig().score_threshold
+    model, spec = bench_model(args.model, args.input_size)
+    # fp32 on every CPU ('auto' picks bf16 / int8 where the CPU has them)
+    config = dict(device=args.device, score_threshold=args.score, input_size=spec.input_size,
+                  precision='fp32')
     torch_p = Predictor(copy.deepcopy(model), spec.seg_classes, spec.det_classes,
                         spec.input_size, PredictorConfig(**config))
-    pairs = [camera_pair(seed) for seed in range(args.pairs)]
+    pairs, source = camera_pairs(args.pairs, real=args.model == 'shipped')
     k = args.pairs_per_forward
 
     def batched(predictor):
@@ -76,11 +86,13 @@ def main() -> int:
                          'equal': all(outputs_equal(d, MASK_TIE_PIXELS) for d in diffs)}
         rows.append([name, rate, f'{rate / base_rate:.2f}x', worst['mask_pixels_differing'],
                      worst['box_rel_err']])
-    print(f'model input {args.input_size[0]}x{args.input_size[1]}, {len(pairs)} pairs of 512x640 '
-          f'per round, best of {args.rounds} interleaved rounds\n')
+    h, w = spec.input_size
+    print(f'{args.model} model, input {h}x{w}, {len(pairs)} pairs of 512x640 per round '
+          f'({source}), best of {args.rounds} interleaved rounds\n')
     print(table(['variant', 'pairs/s', 'speed-up', 'mask px != baseline (worst pair)',
                  'box rel err'], rows))
-    save_json(args.json, {'machine': info, 'input_size': args.input_size, 'results': results})
+    save_json(args.json, {'machine': info, 'model': args.model, 'input_size': spec.input_size,
+                          'pairs': source, 'results': results})
     assert results[f'torch fp32, {k} pairs/forward']['equal'], results
     return 0
 

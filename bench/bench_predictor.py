@@ -1,13 +1,16 @@
 """Predictor latency per 640x512 RGB + 640x512 mono16 pair: baseline vs optimised variants.
 
-Default architecture (ViT-S/14 'default' weights, UPerNet 9 classes + FCOS 3 classes, 64
-channels, random heads). Baseline: eager fp32, the two modalities in two forwards. Variants:
-one batched forward (torch), and with --variants: onnxruntime (same preprocessing and
-post-processing), onnxruntime with int8 MatMuls (CPU), channels-last, bf16/fp16 autocast,
-torch.compile (its warm-up is reported: minutes on a CPU). Reduced-precision rows (bf16, fp16,
-int8) are not expected to equal the baseline: their table columns say by how much they differ.
+Model: the shipped default model at its input size (``--model shipped``, default: what the
+node runs) on real msrs_mini pairs resized to 640x512 (mono16 thermal), or the default
+architecture with random heads on synthetic pairs (``--model random``). Baseline: eager fp32,
+the two modalities in two forwards. Variants: one batched forward (torch), and with
+--variants: onnxruntime (same preprocessing and post-processing), onnxruntime with int8
+MatMuls (CPU), channels-last, bf16/fp16 autocast, torch.compile (its warm-up is reported:
+minutes on a CPU). Reduced-precision rows (bf16, fp16, int8) are not expected to equal the
+baseline: their table columns say by how much they differ.
 
-usage: python bench/bench_predictor.py [--input-size 336 420] [--runs 30] [--json out.json]
+usage: python bench/bench_predictor.py [--model shipped|random] [--input-size H W] [--runs 30]
+       [--json out.json]
 """
 
 import argparse
@@ -16,9 +19,9 @@ import time
 
 from common import (
     baseline_predict,
-    camera_pair,
+    bench_model,
+    camera_pairs,
     compare,
-    default_model,
     interleaved,
     median_ratio,
     outputs_equal,
@@ -45,13 +48,15 @@ EXTRA = {
 def build_variants(args, model, spec) -> tuple[dict, dict]:
     """{name: predict(rgb, thermal) -> Prediction} and {name: seconds to construct the
     Predictor and run its first pair (export / compile / kernel tuning included)}."""
-    config = dict(device=args.device, score_threshold=args.score, input_size=args.input_size)
-    rgb, thermal = camera_pair(1, args.camera_hw)
+    # fp32 unless a variant says otherwise: 'auto' picks bf16 / int8 on CPUs that have them
+    config = dict(device=args.device, score_threshold=args.score, input_size=spec.input_size,
+                  precision='fp32')
+    rgb, thermal = args.pairs[1]
 
     def predictor(**extra):
         start = time.perf_counter()
         made = Predictor(copy.deepcopy(model), spec.seg_classes, spec.det_classes,
-                         spec.input_size, PredictorConfig(**config, **extra))
+                         spec.input_size, PredictorConfig(**{**config, **extra}))
         made.predict(rgb, thermal)
         return made, time.perf_counter() - start
 
@@ -70,20 +75,27 @@ def build_variants(args, model, spec) -> tuple[dict, dict]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('--input-size', type=int, nargs=2, default=[336, 420])
+    parser.add_argument('--model', choices=['shipped', 'random'], default='shipped')
+    parser.add_argument('--input-size', type=int, nargs=2, default=None,
+                        help="model input H W (default: the shipped model's; random: 336 448)")
     parser.add_argument('--runs', type=int, default=30)
     parser.add_argument('--warmup', type=int, default=2)
     parser.add_argument('--device', default='cpu')
-    parser.add_argument('--score', type=float, default=0.1, help='detection score threshold')
+    parser.add_argument('--score', type=float, default=None,
+                        help='detection score threshold (default: the deployment one; random '
+                             'heads: 0.1, which keeps a few boxes)')
     parser.add_argument('--variants', nargs='*', default=['onnxruntime'], choices=list(EXTRA),
                         help='extra variants (compile: minutes of warm-up on a CPU)')
     parser.add_argument('--json', default=None)
     args = parser.parse_args()
-    args.input_size, args.camera_hw = tuple(args.input_size), (512, 640)
+    args.camera_hw = (512, 640)
+    if args.score is None:
+        args.score = 0.1 if args.model == 'random' else PredictorConfig().score_threshold
     info = print_header('Predictor latency per 640x512 RGB + mono16 pair')
-    model, spec = default_model(args.input_size)
+    model, spec = bench_model(args.model, args.input_size)
+    args.pairs, source = camera_pairs(2, args.camera_hw, real=args.model == 'shipped')
     variants, setup = build_variants(args, model, spec)
-    rgb, thermal = camera_pair(0, args.camera_hw)
+    rgb, thermal = args.pairs[0]
     reference = next(iter(variants.values()))(rgb, thermal)
     diffs = {name: compare(fn(rgb, thermal), reference) for name, fn in variants.items()}
     calls = {name: (lambda fn=fn: fn(rgb, thermal)) for name, fn in variants.items()}
@@ -96,8 +108,10 @@ def main() -> int:
                          'setup_s': setup.get(name, 0.0)}
         rows.append([name, s['p50'], s['p95'], f'{results[name]["speedup_p50"]:.2f}x',
                      d['mask_pixels_differing'], d['box_rel_err'], d['boxes']])
-    print(f'model input {args.input_size[0]}x{args.input_size[1]} (from 512x640 camera images), '
-          f'device {args.device}, {args.runs} interleaved runs after {args.warmup} warm-up\n')
+    h, w = spec.input_size
+    print(f'{args.model} model, input {h}x{w}, score threshold {args.score}, from 512x640 camera '
+          f'images ({source}), device {args.device}, {args.runs} interleaved runs after '
+          f'{args.warmup} warm-up\n')
     pixels = args.camera_hw[0] * args.camera_hw[1]
     print(table(['variant', 'p50 ms', 'p95 ms', 'speed-up (p50)',
                  f'mask px != baseline (of {pixels:,})',
@@ -105,7 +119,8 @@ def main() -> int:
     print()
     for name, seconds in setup.items():
         print(f'- first pair of {name}, incl. set-up (export/compile/tuning): {seconds:.1f} s')
-    save_json(args.json, {'machine': info, 'input_size': args.input_size, 'results': results})
+    save_json(args.json, {'machine': info, 'model': args.model, 'input_size': spec.input_size,
+                          'pairs': source, 'results': results})
     optimised = results['torch fp32, 1 batched forward']
     assert outputs_equal(optimised), f'optimised fp32 outputs differ from baseline: {optimised}'
     return 0

@@ -115,6 +115,20 @@ def default_model(input_size: tuple[int, int], seed: int = 0):
     return build_model(spec, 'default').eval(), spec
 
 
+def bench_model(kind: str, input_size: tuple[int, int] | None):
+    """(PerceptionModel, ModelSpec) to time: 'shipped' = the default model file (what the node
+    runs), at its own input size unless ``input_size`` is given; 'random' = :func:`default_model`
+    (random heads) at ``input_size``."""
+    if kind == 'random':
+        return default_model(input_size or (336, 448))
+    from dataclasses import replace
+
+    from univ_core.models.model_file import default_model_path, load_model
+
+    model, spec = load_model(default_model_path())
+    return model.eval(), replace(spec, input_size=tuple(input_size or spec.input_size))
+
+
 def camera_pair(seed: int = 0, hw: tuple[int, int] = (512, 640)) -> tuple[np.ndarray, np.ndarray]:
     """A synthetic pair: (H, W, 3) uint8 RGB and (H, W) uint16 thermal (smooth blobs + noise)."""
     rng = np.random.default_rng(seed)
@@ -124,6 +138,35 @@ def camera_pair(seed: int = 0, hw: tuple[int, int] = (512, 640)) -> tuple[np.nda
     rgb = np.clip(smooth[..., :3] * 220 + rng.normal(0, 12, (h, w, 3)), 0, 255).astype(np.uint8)
     thermal = (20000 + smooth[..., 3] * 8000 + rng.normal(0, 150, (h, w))).astype(np.uint16)
     return rgb, thermal
+
+
+def camera_pairs(n: int, hw: tuple[int, int] = (512, 640), real: bool = True
+                 ) -> tuple[list[tuple[np.ndarray, np.ndarray]], str]:
+    """``n`` pairs of (H, W, 3) uint8 RGB + (H, W) uint16 thermal, and what they are.
+
+    ``real``: the msrs_mini evaluation pairs (real street scenes, so a trained model finds
+    objects) resized to ``hw``, their 8-bit thermal scaled to 16 bit like a radiometric
+    camera's, where the data folder has them; else (or not ``real``) :func:`camera_pair`.
+    """
+    import cv2
+
+    from univ_core.data.evaluation_pairs import MSRS_TEST
+    from univ_core.data.home import data_home
+    from univ_core.data.paired import find_pairs, load_pair
+
+    root = data_home() / 'msrs_mini'
+    found = ([p for p in find_pairs(root, 'msrs') if Path(p.name).name in MSRS_TEST]
+             if real and root.is_dir() else [])
+    if not found:
+        return [camera_pair(seed, hw) for seed in range(n)], 'synthetic blobs'
+    pairs = []
+    for pair in (found * n)[:n]:
+        rgb, thermal = load_pair(pair)
+        size = (hw[1], hw[0])
+        thermal = cv2.resize(thermal, size, interpolation=cv2.INTER_LINEAR)
+        pairs.append((cv2.resize(rgb, size, interpolation=cv2.INTER_LINEAR),
+                      thermal.astype(np.uint16) * 257 if thermal.dtype == np.uint8 else thermal))
+    return pairs, f'msrs_mini evaluation pairs {", ".join(Path(p.name).name for p in found[:n])}'
 
 
 def save_json(path: Path | None, payload: dict) -> None:

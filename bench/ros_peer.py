@@ -67,7 +67,7 @@ def model_loader(backend: str, input_size: tuple[int, int]):
 
     def load(config):
         model, spec = default_model(input_size)
-        settings = replace(config, device='cpu', input_size=None,
+        settings = replace(config, device='cpu', input_size=None, precision='fp32',  # not auto
                            backend='onnxruntime' if backend == 'onnxruntime' else 'torch')
         predictor = Predictor(model, spec.seg_classes, spec.det_classes, spec.input_size,
                               settings)
