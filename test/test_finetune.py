@@ -28,13 +28,24 @@ def test_head_only_finetune_writes_a_model_the_predictor_and_eval_use(data_dir, 
     assert [r['step'] for r in rows] == [1, 2, 3] and all(r['loss'] > 0 for r in rows)  # 26 imgs
     _, held = open_split(toy_config(data_dir, tmp_path).data)
     assert len(held) == 8
-    predictor = load_predictor(PredictorConfig(model=str(path), device='cpu',
+    predictor = load_predictor(PredictorConfig(model=str(path), device='cpu', precision='fp32',
                                                score_threshold=0.0))
     metrics, _ = evaluate('det', predictor, held, ['ir', 'rgb'])
     assert set(metrics) == {'ir', 'rgb'}
     # the same number as pycocotools' COCOeval directly (3 toy steps: ~0; test_default_model
     # checks this on a trained model)
     assert metrics['ir']['map50'] == pytest.approx(coco_ap50(predictor, held, 'ir'), abs=1e-6)
+    # `univ eval` scores in fp32 on every CPU (precision auto would pick bf16 / int8 where the
+    # CPU has them, and its numbers would differ from the transfer tool's and univ demo's)
+    from univ_ros import cli
+
+    out = tmp_path / 'eval'
+    assert cli.main(['eval', 'det', '--model', str(path), '--data', str(data_dir / 'msrs_mini'),
+                     '--holdout', '8', '--device', 'cpu', '--modality', 'ir',
+                     '--out', str(out)]) == 0
+    report = json.loads((out / 'report.json').read_text())
+    assert report['precision'] == 'fp32' and report['pairs'] == 8
+    assert report['results']['ir']['map50'] == pytest.approx(metrics['ir']['map50'], abs=1e-6)
 
 
 

@@ -127,6 +127,7 @@ def test_report_json_md_and_plots(offline_out):
     assert set(report['scores']['detection']['rgb']['ap50']) == {'person', 'bicycle', 'car'}
     text = (offline_out / 'report.md').read_text()
     assert '| fused |' in text and 'p95' in text
+    assert report['precision'] == 'fp32' and '- precision: fp32' in text  # what ran, stated
     for name in ('latency.png', 'per_class.png', *report['outputs']['overlays']):
         assert (offline_out / name).read_bytes()[:4] == b'\x89PNG', name
     assert len(report['outputs']['overlays']) == 4

@@ -18,6 +18,7 @@ from univ_core.eval.fused_truth import fused_truth
 from univ_core.eval.metrics import DetectionMeter, SegmentationMeter
 from univ_core.eval.report import write_report
 from univ_core.inference import PredictorConfig, load_predictor
+from univ_core.inference.config import PRECISIONS
 from univ_core.train.downstream_data import Split, open_split
 
 MODES = {'rgb': 'rgb', 'ir': 'thermal', 'fused': 'fused'}  # eval modality -> Predictor mode
@@ -122,6 +123,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--seed', type=int, default=0, help='holdout seed (as in finetune)')
     parser.add_argument('--modality', nargs='+', choices=list(MODES), default=['rgb', 'ir'])
     parser.add_argument('--device', default='auto')
+    parser.add_argument('--precision', default='fp32', choices=PRECISIONS,
+                        help='fp32 (default: the same numbers on every machine, as the transfer '
+                        'tool and univ demo) or the deployment one (auto: bf16 / int8 where the '
+                        'CPU has them, fp16 on CUDA)')
     parser.add_argument('--score-threshold', type=float, default=PredictorConfig.score_threshold,
                         help='deployment cut shown in overlays (mAP always uses every box '
                         'down to PredictorConfig.eval_score_threshold)')
@@ -138,6 +143,7 @@ def main(args: argparse.Namespace) -> int:
     train, held = open_split(split)
     data = held if args.holdout else train
     predictor = load_predictor(PredictorConfig(model=args.model, device=args.device,
+                                               precision=args.precision,
                                                score_threshold=args.score_threshold))
     results, shown = evaluate(args.task, predictor, data, args.modality, overlays=4)
     key = 'map50' if args.task == 'det' else 'miou'
@@ -147,7 +153,7 @@ def main(args: argparse.Namespace) -> int:
     if args.out:
         meta = {'model': args.model or 'default', 'data': split.root, 'format': fmt,
                 'split': args.split, 'holdout': args.holdout, 'pairs': len(data),
-                'score_threshold': args.score_threshold,
+                'precision': predictor.precision, 'score_threshold': args.score_threshold,
                 'map_from_score': min(args.score_threshold,
                                       predictor.config.eval_score_threshold)}
         write_report(args.out, args.task, results, meta, shown, predictor)

@@ -221,5 +221,7 @@ def replay_bag(bag_path: Path, out: Path, predictor: Any, config: ReplayConfig,
                                      'map_from': min(cfg.score_threshold,
                                                      cfg.eval_score_threshold)})
             report['published'] = {'messages': writer.published, 'boxes': writer.boxes}
+            # what ran ('auto' resolves per CPU: bf16 / int8 scores differ a little from fp32)
+            report['precision'] = getattr(predictor, 'precision', None)
             report = write_report(staging, report, state.latencies, writer.overlays)
     return ReplayOutcome(report, scorer, state)

@@ -70,6 +70,9 @@ def markdown(report: dict) -> str:
     pairs, lat = report['pairs'], report['latency_ms']
     lines += [f"- bag: `{report['bag']}`", f"- model: `{report['model'] or '(default model)'}`",
               f"- mode: {report['mode']}",
+              *([f"- precision: {report['precision']} (`precision: fp32` scores alike on every "
+                 "machine; `auto` picks bf16 / int8 where the CPU has them)"]
+                if report.get('precision') else []),
               f"- pairs: {pairs['synchronised']} synchronised, {pairs['processed']} processed, "
               f"{pairs['dropped']} dropped (drop rate {fmt(report['drop_rate'])}), "
               f"{pairs['sync_misses']} sync misses, {pairs['bad_inputs']} bad inputs",
