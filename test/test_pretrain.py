@@ -243,6 +243,32 @@ def test_lora_export_refuses_a_merge_beyond_the_given_tolerance(toy_pairs: Path,
     assert 1e-12 < record['merge_max_abs_diff'] <= 1e-4 and record['step'] == 1
 
 
+def test_merged_export_of_a_snapshot_merges_that_snapshot(toy_pairs: Path, tmp_path: Path,
+                                                         capsys) -> None:
+    # --snapshot was read by --format lora only; safetensors silently merged last.pt instead
+    from safetensors import safe_open
+
+    from univ_ros.cli import main
+
+    run = tmp_path / 'run'
+    train(load_config(PretrainConfig, write_config(
+        tmp_path / 'c.yaml', toy_pairs, run, arch='vit_small_patch14_dinov2', weights='default',
+        backbone_overrides={}, img_size=28, max_steps=2, warmup_epochs=0, lr=0.05,
+        snapshot_every=1)))
+    merged, step1 = {}, str(run / 'lora_step00001.safetensors')
+    for name, extra in (('last', []), ('step1', ['--snapshot', step1])):
+        out = tmp_path / f'{name}.safetensors'
+        assert main(['export', '--format', 'safetensors', '--from-pretrain', str(run), '--out',
+                     str(out), *extra]) == 0
+        with safe_open(str(out), 'pt') as f:
+            merged[name] = (f.metadata()['step'], f.get_tensor('blocks.11.attn.qkv.weight'))
+    assert merged['last'][0] == '2' and merged['step1'][0] == '1'
+    assert not torch.equal(merged['last'][1], merged['step1'][1])
+    assert main(['export', '--format', 'onnx', '--snapshot', step1,
+                 '--out', str(tmp_path / 'x.onnx')]) == 1  # refused, not ignored
+    assert '--format onnx exports a model file' in capsys.readouterr().err
+
+
 def test_lora_export_refuses_a_run_not_started_from_the_teacher(toy_pairs: Path, tmp_path: Path,
                                                                 capsys) -> None:
     # an adapter is merged into the embedded teacher: one trained on another start is refused

@@ -30,7 +30,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--from-pretrain', type=Path, metavar='RUN_DIR',
                         help='safetensors/lora: univ pretrain output folder holding last.pt')
     parser.add_argument('--snapshot', type=Path,
-                        help='lora: a lora_stepNNNNN.safetensors of the run instead of last.pt')
+                        help='safetensors/lora: a lora_stepNNNNN.safetensors of the run '
+                             'instead of last.pt')
     parser.add_argument('--tolerance', type=float,
                         help='largest max abs difference accepted: onnxruntime vs PyTorch (onnx, '
                         'default 1e-3), merged vs unmerged LoRA tokens in float64 (1e-4)')
@@ -40,6 +41,9 @@ def main(args: argparse.Namespace) -> int:
     """Entry point of ``univ export``."""
     if args.format in ('safetensors', 'lora') and args.from_pretrain is None:
         raise ValueError(f'--format {args.format} needs --from-pretrain RUN_DIR')
+    if args.format == 'onnx' and (args.snapshot or args.from_pretrain):
+        raise ValueError('--from-pretrain / --snapshot: a pretrain run exports as --format '
+                         'safetensors or lora; --format onnx exports a model file (--model)')
     tolerance = () if args.tolerance is None else (args.tolerance,)  # None: each exporter's own
     if args.format == 'lora':
         from univ_core.export.merge import export_adapter
@@ -52,8 +56,9 @@ def main(args: argparse.Namespace) -> int:
     if args.format == 'safetensors':
         from univ_core.export.merge import merge_pretrain_run
 
-        diff = merge_pretrain_run(args.from_pretrain, args.out, *tolerance)
-        print(f'univ export: merged LoRA of {args.from_pretrain} -> {args.out} '
+        diff = merge_pretrain_run(args.from_pretrain, args.out, *tolerance,
+                                  snapshot=args.snapshot)
+        print(f'univ export: merged LoRA of {args.snapshot or args.from_pretrain} -> {args.out} '
               f'(merged vs unmerged max abs diff {diff:.3g})')
         return 0
     from univ_core.export.onnx import export_onnx, trtexec_command

@@ -108,7 +108,7 @@ def export_adapter(run_dir: Path, out: Path, snapshot: Path | None = None,
 
 
 def merge_pretrain_run(run_dir: Path, out: Path, tolerance: float = MERGE_TOLERANCE,
-                       seed: int = 0) -> float:
+                       seed: int = 0, snapshot: Path | None = None) -> float:
     """Rebuild the run's student from ``last.pt``, merge LoRA, verify, write atomically.
 
     Args:
@@ -116,12 +116,13 @@ def merge_pretrain_run(run_dir: Path, out: Path, tolerance: float = MERGE_TOLERA
         out: the safetensors file to write (``timm.create_model(arch)`` loads it strictly).
         tolerance: largest max abs token difference merged vs unmerged accepted (float64).
         seed: of the random verification images.
+        snapshot: a ``lora_stepNNNNN.safetensors`` of the run to merge instead of ``last.pt``'s.
 
     Returns:
         Max abs difference of the patch tokens, merged vs unmerged, on two random images
         (float64).
     """
-    cfg, step, student = run_student(run_dir)
+    cfg, step, student = run_student(run_dir, snapshot)
     merged = merge_lora(student)
     diff = merge_difference(student, merged, cfg.img_size, seed)
     if diff > tolerance:
