@@ -188,3 +188,21 @@ def test_config_comments_every_key() -> None:
     assert len(keys) == len(config_parameters())
     for i in keys:
         assert lines[i - 1].startswith('#'), f'no comment above {lines[i]!r}'
+
+
+def test_the_start_line_says_which_precision_runs() -> None:
+    # precision auto resolves per device and CPU (bf16 / int8 where native): the log says which
+    from types import SimpleNamespace
+
+    from univ_ros.perception_node import start_line
+
+    with declared() as node:
+        params = declare_node_params(node)
+    predictor = SimpleNamespace(input_size=(336, 448), device='cpu', precision='bf16',
+                                seg_classes=['road'], det_classes=['person', 'car'])
+    line = start_line(params, predictor)
+    assert 'precision bf16 (auto), input 448x336' in line
+    assert '1 segmentation / 2 detection' in line
+    del predictor.precision  # a stand-in without one (test stubs): the parameter as given
+    assert 'precision auto, input' in start_line(params, predictor)
+

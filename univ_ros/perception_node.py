@@ -308,10 +308,12 @@ class PerceptionNode(Node):
 
 
 def start_line(params: NodeParams, predictor: Any) -> str:
-    """The log line saying what runs."""
+    """The log line saying what runs (``precision: auto`` as what it resolved to here)."""
     h, w = predictor.input_size
+    asked = params.predictor['precision']
+    ran = getattr(predictor, 'precision', asked)
     return (f'mode {params.mode}, device {predictor.device}, precision '
-            f'{params.predictor["precision"]}, input {w}x{h}, model '
+            f'{ran if ran == asked else f"{ran} ({asked})"}, input {w}x{h}, model '
             f'{params.predictor["model"] or "(default model)"}: '
             f'{len(predictor.seg_classes or [])} segmentation / '
             f'{len(predictor.det_classes or [])} detection classes')
