@@ -265,6 +265,26 @@ def test_overlays_spread_over_pairs_when_one_camera_runs_faster(msrs_bag, work, 
     assert len(report['outputs']['overlays']) == 4
 
 
+def test_slow_cameras_pair_as_the_node_pairs_them(data_dir, work, toy_model):
+    """5 Hz cameras, thermal 60 ms after RGB: the node's default sync_slop 0 (auto: half the
+    faster camera's period, 100 ms) pairs every frame; replay used a fixed 1/60 s: none."""
+    source = open_samples(data_dir / 'msrs_mini', 'msrs', 'train', 3)
+    bag = work / 'slow_cameras'
+    write_bag(source, bag, BagConfig(rate=5.0, skew_ms=60.0), progress=False)
+    params = work / 'slow_params.yaml'  # sync_slop 0.0 as the shipped config/perception.yaml
+    params.write_text(f'/**:\n  ros__parameters:\n    model: {toy_model}\n    device: cpu\n'
+                      '    precision: fp32\n    sync_slop: 0.0\n')
+    for name, extra in (('auto', []), ('fixed', ['--slop', str(1 / 60)])):
+        out = work / f'slow_{name}'
+        code = cli.main(['replay', str(bag), '--out', str(out), '--config', str(params),
+                         '--quiet', *extra])
+        report = json.loads((out / 'report.json').read_text()) if code == 0 else None
+        if name == 'auto':
+            assert code == 0 and report['pairs']['synchronised'] == 3
+        else:  # an explicit window narrower than the skew pairs nothing
+            assert report is None or report['pairs']['synchronised'] == 0
+
+
 def test_scores_do_not_depend_on_bag_log_time(msrs_bag, offline_out, config_file, work):
     # a re-recorded or sim-time bag: every message logged 10 s after its header stamp
     shifted = work / 'log_time_shifted'

@@ -12,15 +12,16 @@ import numpy as np
 from univ_ros.conversions import ImageConversionError, stamp_seconds
 from univ_ros.replay import topics as T
 from univ_ros.replay.bagio import BagInput, BagReadError, deserialize, stamp_ns
-from univ_ros.sync import DEFAULT_SLOP, ApproximateTimeSync
+from univ_ros.sync import ApproximateTimeSync
 
 
 def iter_bag_pairs(path: Path, rgb_topic: str = T.RGB_IMAGE,
-                   thermal_topic: str = T.THERMAL_IMAGE, slop: float = DEFAULT_SLOP
+                   thermal_topic: str = T.THERMAL_IMAGE, slop: float | None = None
                    ) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
     """Yield (name = RGB stamp in ns, (H, W, 3) uint8 RGB, (H, W) thermal) per synchronised pair.
 
-    Camera topics may be raw or compressed (sensor_msgs/Image or CompressedImage).
+    Camera topics may be raw or compressed (sensor_msgs/Image or CompressedImage). ``slop``:
+    seconds, or None: auto (half the faster camera's frame period), as the node's default.
 
     Raises:
         BagReadError: the bag is damaged (after the pairs read before the damage).

@@ -27,7 +27,6 @@ from univ_core.fleet.cli import (
 )
 from univ_core.fleet.inputs import is_bag
 from univ_ros.replay import topics as T
-from univ_ros.sync import DEFAULT_SLOP
 
 
 def read_node_params(path: Path | None) -> dict:
@@ -76,7 +75,7 @@ def replay_config(args: argparse.Namespace, params: dict) -> object:
     from univ_ros.replay.offline import ReplayConfig
 
     return ReplayConfig(args.rgb_topic, args.thermal_topic, params['mode'],
-                        not args.output_mode_only, params.get('sync_slop') or DEFAULT_SLOP,
+                        not args.output_mode_only, params.get('sync_slop') or None,  # 0: auto
                         args.storage, args.overlays, not args.quiet)
 
 
@@ -162,7 +161,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--device', default=None, help='auto | cpu | cuda | cuda:N')
     parser.add_argument('--rgb-topic', default=T.RGB_IMAGE)
     parser.add_argument('--thermal-topic', default=T.THERMAL_IMAGE)
-    parser.add_argument('--slop', type=float, default=None, help='sync window, seconds')
+    parser.add_argument('--slop', type=float, default=None,
+                        help="sync window, seconds (default: --config's sync_slop; 0: auto, half "
+                        "the faster camera's frame period, as the node)")
     parser.add_argument('--storage', choices=('mcap', 'sqlite3'), default='mcap',
                         help='output bag storage (mcap)')
     parser.add_argument('--overlays', type=int, default=4, help='overlay PNGs to save (4)')

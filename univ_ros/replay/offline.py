@@ -26,7 +26,7 @@ from univ_ros.replay.bagio import (
 from univ_ros.replay.outputs import OutputWriter, spread
 from univ_ros.replay.report import latency_stats, write_report
 from univ_ros.replay.scoring import Scorer
-from univ_ros.sync import DEFAULT_SLOP, ApproximateTimeSync, Pair
+from univ_ros.sync import ApproximateTimeSync, Pair
 
 MODES = ('fused', 'rgb', 'thermal')
 GT_TOPICS = (T.GT_RGB_DETECTIONS, T.GT_THERMAL_DETECTIONS, T.GT_SEGMENTATION)
@@ -40,7 +40,9 @@ class ReplayConfig:
     thermal_topic: str = T.THERMAL_IMAGE  # thermal camera topic in the bag
     mode: str = 'fused'  # the mode whose outputs go into the output bag
     score_all_modes: bool = True  # with ground truth: also score rgb and thermal (and fused)
-    slop: float = DEFAULT_SLOP  # sync window, seconds (the node's sync_slop)
+    # sync window, seconds; None: auto, half the faster camera's frame period (the node's
+    # sync_slop 0)
+    slop: float | None = None
     storage: str = 'mcap'  # output bag storage: mcap | sqlite3
     overlays: int = 4  # overlay PNGs saved, spread over the bag
     progress: bool = True  # tqdm bar
@@ -48,8 +50,8 @@ class ReplayConfig:
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise ValueError(f'--mode: expected one of {MODES}, got {self.mode!r}')
-        if not self.slop > 0:
-            raise ValueError(f'--slop must be > 0 seconds, got {self.slop}')
+        if self.slop is not None and not self.slop > 0:
+            raise ValueError(f'--slop must be > 0 seconds (or 0: auto), got {self.slop}')
 
 
 @dataclass
