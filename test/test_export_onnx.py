@@ -120,6 +120,22 @@ def test_int8_predictor_quantises_matmuls_and_stays_close_to_fp32(exported):
         PredictorConfig(backend='onnxruntime', precision='int8', device='cuda')
 
 
+def test_num_threads_caps_onnxruntime_too(exported):
+    # the node's num_threads leaves cores to its callbacks: it was set for torch only
+    import torch
+
+    _, _, path, _ = exported
+    before = torch.get_num_threads()  # the Predictor sets torch's too (process-wide)
+    try:
+        for threads in (1, 2):
+            predictor = load_predictor(PredictorConfig(model=str(path), backend='onnxruntime',
+                                                       device='cpu', num_threads=threads))
+            options = predictor.model.session().get_session_options()
+            assert options.intra_op_num_threads == threads
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_batched_prediction_equals_one_pair_at_a_time(exported):
     model, spec, _, _ = exported
     predictor = Predictor(model, spec.seg_classes, spec.det_classes, spec.input_size,

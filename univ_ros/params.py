@@ -90,7 +90,7 @@ PARAM_SPECS: tuple[ParamSpec, ...] = (
              'autocast) | int8 (backend onnxruntime, CPU)'),
     mirrored('backend', 'torch | onnxruntime (an .onnx model from univ export, or the model file '
              'exported in memory at start)'),
-    mirrored('num_threads', 'torch intra-op threads for inference (0: torch default); leave a '
+    mirrored('num_threads', 'intra-op threads of torch or onnxruntime (0: their default); leave a '
              'core to the executor so callbacks keep up with the cameras', bounds=(0, 256)),
     mirrored('input_size', "model input [H, W] (multiples of the patch size); unset = the model "
              "file's", optional=Parameter.Type.INTEGER_ARRAY),

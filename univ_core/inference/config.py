@@ -54,7 +54,7 @@ class PredictorConfig:
     compile: bool = False  # torch.compile the model (static shapes; warm-up pays the cost)
     channels_last: bool = False  # torch: NHWC memory format for the conv pyramid and heads
     backend: str = 'torch'  # torch | onnxruntime (.onnx model file, or exported at start)
-    num_threads: int = 0  # torch intra-op threads for inference (0: torch's default)
+    num_threads: int = 0  # intra-op threads of torch or onnxruntime (0: their default)
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:

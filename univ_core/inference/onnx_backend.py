@@ -84,15 +84,17 @@ class OnnxPerceptionModel(nn.Module):
         source: an .onnx file from ``univ export`` or its bytes.
         device: where outputs are returned (and which execution provider runs the graph).
         int8: run :func:`quantize_int8` of the graph (CPU only; outputs differ slightly).
+        num_threads: onnxruntime intra-op threads (0: onnxruntime's default, one per core).
     """
 
     def __init__(self, source: bytes | Path, device: torch.device | str = 'cpu',
-                 int8: bool = False) -> None:
+                 int8: bool = False, num_threads: int = 0) -> None:
         super().__init__()
         self.spec, self.info = read_onnx_metadata(source)
         self.source = source if isinstance(source, bytes) else str(source)
         self.device = torch.device(device)
         self.int8 = int8
+        self.num_threads = num_threads
         self._session = None  # made on first use, for the device then set
 
     @property
@@ -115,6 +117,7 @@ class OnnxPerceptionModel(nn.Module):
             options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
             # No busy-waiting between ops: the node's ROS threads share the cores.
             options.add_session_config_entry('session.intra_op.allow_spinning', '0')
+            options.intra_op_num_threads = self.num_threads  # 0: one per core
             graph = quantize_int8(self.source) if self.int8 else self.source
             self._session = ort.InferenceSession(graph, options,
                                                  providers=session_providers(self.device))
@@ -183,7 +186,7 @@ def quantize_int8(source: bytes | str, reduce_range: bool | None = None) -> byte
 
 
 def as_onnx_model(model: nn.Module, input_size: tuple[int, int], device: torch.device,
-                  int8: bool = False) -> OnnxPerceptionModel:
+                  int8: bool = False, num_threads: int = 0) -> OnnxPerceptionModel:
     """``model`` as an onnxruntime model: kept if it is one, else exported in memory (slow).
 
     Args:
@@ -191,20 +194,21 @@ def as_onnx_model(model: nn.Module, input_size: tuple[int, int], device: torch.d
         input_size: (H, W) the Predictor feeds.
         device: the Predictor's device.
         int8: quantise the graph's MatMuls (:func:`quantize_int8`).
+        num_threads: onnxruntime intra-op threads (0: its default).
     """
     if isinstance(model, OnnxPerceptionModel):
         if model.input_size != tuple(input_size):
             raise ValueError(f'input_size {tuple(input_size)}: the ONNX graph was exported at '
                              f'{model.input_size} (re-export with --input-size)')
-        if model.int8 != int8:
-            model.int8, model._session = int8, None
+        if (model.int8, model.num_threads) != (int8, num_threads):
+            model.int8, model.num_threads, model._session = int8, num_threads, None
         return model.to(device)
     from univ_core.export.onnx import to_onnx_bytes
 
     # In memory only: the Predictor holds the classes, the graph's spec is a placeholder.
     spec = ModelSpec('unknown', ['?'], None, tuple(input_size))
     onnx_bytes = to_onnx_bytes(model, spec, tuple(input_size), batch=2)
-    return OnnxPerceptionModel(onnx_bytes, device, int8)
+    return OnnxPerceptionModel(onnx_bytes, device, int8, num_threads)
 
 
 def load_onnx_predictor(config: 'PredictorConfig') -> 'Predictor':

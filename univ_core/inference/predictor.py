@@ -204,7 +204,8 @@ class Predictor:
                 raise ValueError(f'{INT8_NEEDS} (device {self.device})')
 
             return as_onnx_model(model, self.input_size, self.device,
-                                 int8=self.precision == 'int8').eval()
+                                 int8=self.precision == 'int8',
+                                 num_threads=self.config.num_threads).eval()
         model = model.to(self.device).eval()
         if self.config.channels_last:
             model = model.to(memory_format=torch.channels_last)
