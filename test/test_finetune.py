@@ -103,3 +103,17 @@ def test_crop_views_of_16_bit_thermal_keep_the_whole_frames_mapping():
                   for x, _ in training_views(sample, 'thermal', [None, left_half], prep))
     # scene column 31: the frame's middle (~0.5), also at the right edge of the left-half crop
     assert abs(full[16, 15].item() - 0.5) < 0.05 and abs(crop[16, 31].item() - 0.5) < 0.05
+
+
+def test_resume_refuses_other_settings_and_a_missing_checkpoint(data_dir, tmp_path, capsys):
+    # transfer_protocol resumes every run: heads trained on one backbone must not stand for another
+    from univ_core.train.finetune import finetune as run
+    from univ_ros import cli
+
+    cfg = toy_config(data_dir, tmp_path / 'run')
+    run(cfg, quiet=True)
+    assert run(cfg, resume=True, quiet=True).is_file()  # same settings: resumes (done already)
+    with pytest.raises(ValueError, match=r'other settings \(seed differ'):
+        run(toy_config(data_dir, tmp_path / 'run', seed=1), resume=True, quiet=True)
+    assert cli.main(['finetune', 'det', '--resume', f'out_dir={tmp_path / "none"}']) == 1
+    assert '--resume: no ' in capsys.readouterr().err

@@ -24,7 +24,7 @@ from univ_core.models.heads import balanced_class_weights
 from univ_core.models.model_file import DEFAULT_INPUT_SIZE, ModelSpec, build_model, save_model
 from univ_core.models.univ_weights import UNIV_ADAPTER, read_lora
 from univ_core.models.weights import DEFAULT_ARCH
-from univ_core.train.checkpoint import load_state, save_state, write_json
+from univ_core.train.checkpoint import json_safe, load_state, save_state, write_json
 from univ_core.train.config import load_config, to_dict
 from univ_core.train.downstream_data import MODALITIES, Split, open_split
 from univ_core.train.schedules import cosine_schedule
@@ -193,6 +193,7 @@ def finetune(cfg: FinetuneConfig, resume: bool = False, quiet: bool = False) -> 
     lrs = cosine_schedule(cfg.lr, cfg.lr * 0.01, total, min(cfg.warmup_steps, total))
     step = 0
     if resume and (out / 'last.pt').is_file():
+        check_resumable(out, cfg)
         state = load_state(out / 'last.pt')
         model.load_state_dict(state['model'])
         optimizer.load_state_dict(state['optimizer'])
@@ -252,6 +253,25 @@ def finetune(cfg: FinetuneConfig, resume: bool = False, quiet: bool = False) -> 
     return path
 
 
+# settings a resumed run may change: where it writes and runs, not what it trains
+RESUME_MAY_CHANGE = ('out_dir', 'device', 'checkpoint_every')
+
+
+def check_resumable(out: Path, cfg: FinetuneConfig) -> None:
+    """Refuse to resume ``out`` with settings other than its ``config.json``'s.
+
+    The loaded heads would silently stand for the new settings (e.g. another backbone).
+    """
+    path = out / 'config.json'
+    saved = json.loads(path.read_text()) if path.is_file() else {}
+    now = json.loads(json.dumps(json_safe(to_dict(cfg))))  # as config.json holds it
+    changed = sorted(k for k in set(saved) | set(now)
+                     if k not in RESUME_MAY_CHANGE and saved.get(k) != now.get(k))
+    if changed:
+        raise ValueError(f'{out}: resuming a run trained with other settings ({", ".join(changed)}'
+                         f' differ from {path}); use a new out_dir, or delete {out}')
+
+
 def model_spec(cfg: FinetuneConfig, data) -> ModelSpec:
     """The model file's spec: the task's heads named by the data's classes."""
     seg = data.seg_class_names or data.class_names
@@ -278,5 +298,7 @@ def main(args: argparse.Namespace) -> int:
     if args.modality:
         overrides.append(f'modality={args.modality}')
     cfg = load_config(FinetuneConfig, args.config, overrides)
+    if args.resume and not (Path(cfg.out_dir) / 'last.pt').is_file():
+        raise FileNotFoundError(f'--resume: no {Path(cfg.out_dir) / "last.pt"} to resume')
     print(f'finetune: model -> {finetune(cfg, resume=args.resume)}')
     return 0
