@@ -151,13 +151,25 @@ def load_heldout(path: Path) -> list[PairPaths]:
 
 
 def select_pairs(args: argparse.Namespace) -> list[PairPaths]:
-    """--pairs FILE, or --data ROOT [--layout] [--split] [--holdout N --seed S]."""
+    """--pairs FILE, or --data ROOT [--layout] [--split] [--holdout N [--seed S]]."""
     if args.pairs:
+        flags = (('--data', args.data), ('--split', args.split), ('--holdout', args.holdout),
+                 ('--layout', args.layout != 'auto'), ('--seed', args.seed is not None))
+        given = [flag for flag, on in flags if on]
+        if given:
+            raise ValueError(f'eval-alignment: --pairs names its pairs itself; drop '
+                             f'{", ".join(given)}')
         return load_heldout(args.pairs)
     if not args.data:
         raise ValueError('eval-alignment: give --pairs (a pretrain pairs.json) or --data ROOT')
     pairs = find_pairs(args.data, args.layout, args.split)
-    return split_holdout(pairs, args.holdout, seed=args.seed)[1] if args.holdout else pairs
+    if not args.holdout:
+        return pairs
+    if args.seed is None:  # the held-out draw of `univ pretrain` with its default seed
+        from univ_core.train.pretrain import PretrainConfig
+
+        args.seed = PretrainConfig.seed
+    return split_holdout(pairs, args.holdout, seed=args.seed)[1]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -168,7 +180,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--split', default=None)
     parser.add_argument('--holdout', type=int, default=0, help='only the N pairs held out by '
                         'name hash (as pretrain holdout / finetune data.holdout)')
-    parser.add_argument('--seed', type=int, default=0, help='holdout seed')
+    parser.add_argument('--seed', type=int, default=None,
+                        help="holdout seed (default: univ pretrain's default seed, 7; finetune's "
+                        'data.holdout draws with data.seed, 0 by default)')
     parser.add_argument('--checkpoint', default='univ',
                         help="model under test: 'univ' (teacher + shipped adapter), a merged "
                         "backbone file, or 'none' (teacher only)")
