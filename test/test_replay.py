@@ -501,3 +501,16 @@ def test_online_replay_of_msrs_mini_at_rate_1_accounts_for_every_pair(data_dir, 
     assert 0 < report['node_latency_ms'] < 10_000
     text = (out / 'report.md').read_text()
     assert 'No ground truth' not in text and '| fused |' in text
+
+
+@pytest.mark.parametrize('flags, message', [
+    (['--node', 'running'], '--node: online replay only (give --rate)'),
+    (['--qos', 'best_effort', '--node-timeout', '5'], '--qos, --node-timeout: online replay only'),
+    (['--rate', '1', '--output-mode-only'], '--output-mode-only: offline replay only'),
+    (['--rate', '1', '--node', 'running', '--model', 'm.safetensors', '--slop', '0.01'],
+     "--model, --slop: --node running uses the running node's own parameters"),
+])
+def test_flags_the_chosen_replay_would_ignore_are_refused(flags, message, tmp_path, capsys):
+    assert cli.main(['replay', str(tmp_path / 'any.mcap'), '--out', str(tmp_path / 'out'),
+                     *flags]) == 1
+    assert message in capsys.readouterr().err and not (tmp_path / 'out').exists()

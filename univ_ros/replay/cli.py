@@ -95,10 +95,10 @@ def run_online(args: argparse.Namespace, params: dict) -> dict:
     """Online replay through the node; returns the report."""
     from univ_ros.replay.online import OnlineConfig, replay_online
 
-    params = {**params, 'qos.reliability': args.qos}
-    config = OnlineConfig(args.rgb_topic, args.thermal_topic, args.rate, args.node,
+    params = {**params, 'qos.reliability': args.qos or 'reliable'}
+    config = OnlineConfig(args.rgb_topic, args.thermal_topic, args.rate, args.node or 'start',
                           args.config, params, args.storage, args.overlays, not args.quiet,
-                          args.node_timeout)
+                          args.node_timeout or OnlineConfig.node_timeout)
     return replay_online(args.bag, args.out, config, args.force)
 
 
@@ -169,22 +169,40 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--overlays', type=int, default=4, help='overlay PNGs to save (4)')
     parser.add_argument('--output-mode-only', action='store_true',
                         help='offline: score only --mode (default: rgb, thermal and fused)')
-    parser.add_argument('--node', choices=('start', 'running'), default='start',
-                        help='online: start univ_perception here, or use a running one')
-    parser.add_argument('--qos', choices=('reliable', 'best_effort'), default='reliable',
+    parser.add_argument('--node', choices=('start', 'running'), default=None,
+                        help='online: start univ_perception here (default), or use a running '
+                        'one (then its own parameters apply: no --config/--model/--device/--slop)')
+    parser.add_argument('--qos', choices=('reliable', 'best_effort'), default=None,
                         help="online: reliability of the started node's camera subscriptions "
                              "(reliable: drops are the node's own, not lost DDS fragments)")
-    parser.add_argument('--node-timeout', type=float, default=120.0,
-                        help='online: seconds to wait for the node to come up')
+    parser.add_argument('--node-timeout', type=float, default=None,
+                        help='online: seconds to wait for the node to come up (120)')
     parser.add_argument('--quiet', action='store_true', help='no progress bar')
     parser.add_argument('--force', action='store_true',
                         help='replace an existing --out (fleet: redo every bag)')
     add_fleet_arguments(parser, 'bag')
 
-def main(args: argparse.Namespace) -> int:
-    """Run `univ replay`."""
+def check_flags(args: argparse.Namespace) -> None:
+    """Refuse flags the chosen replay would ignore (each named), rather than drop them."""
     if args.rate is not None and not args.rate > 0:
         raise ValueError(f'--rate must be > 0, got {args.rate}')
+    online = {'--node': args.node, '--qos': args.qos, '--node-timeout': args.node_timeout}
+    if args.rate is None and (given := [flag for flag, value in online.items() if value]):
+        raise ValueError(f'{", ".join(given)}: online replay only (give --rate)')
+    if args.rate is not None and args.output_mode_only:
+        raise ValueError('--output-mode-only: offline replay only (online scores what the node '
+                         'publishes)')
+    node_settings = {'--config': args.config, '--model': args.model, '--device': args.device,
+                     '--slop': args.slop, '--qos': args.qos}
+    given = [flag for flag, value in node_settings.items() if value is not None]
+    if args.node == 'running' and given:
+        raise ValueError(f'{", ".join(given)}: --node running uses the running node\'s own '
+                         'parameters; set them there (ros2 param set) or let replay start one')
+
+
+def main(args: argparse.Namespace) -> int:
+    """Run `univ replay`."""
+    check_flags(args)
     params = settings(args)
     if is_fleet(args, is_bag):
         if args.rate is not None:
