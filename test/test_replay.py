@@ -507,8 +507,8 @@ def test_online_replay_of_msrs_mini_at_rate_1_accounts_for_every_pair(data_dir, 
     (['--node', 'running'], '--node: online replay only (give --rate)'),
     (['--qos', 'best_effort', '--node-timeout', '5'], '--qos, --node-timeout: online replay only'),
     (['--rate', '1', '--output-mode-only'], '--output-mode-only: offline replay only'),
-    (['--rate', '1', '--node', 'running', '--model', 'm.safetensors', '--slop', '0.01'],
-     "--model, --slop: --node running uses the running node's own parameters"),
+    (['--rate', '1', '--node', 'running', '--device', 'cuda', '--qos', 'reliable'],
+     "--device, --qos: --node running uses the running node's own"),
 ])
 def test_flags_the_chosen_replay_would_ignore_are_refused(flags, message, tmp_path, capsys):
     assert cli.main(['replay', str(tmp_path / 'any.mcap'), '--out', str(tmp_path / 'out'),

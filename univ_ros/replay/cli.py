@@ -171,7 +171,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help='offline: score only --mode (default: rgb, thermal and fused)')
     parser.add_argument('--node', choices=('start', 'running'), default=None,
                         help='online: start univ_perception here (default), or use a running '
-                        'one (then its own parameters apply: no --config/--model/--device/--slop)')
+                        'one (--config/--model/--slop then describe it, for scoring)')
     parser.add_argument('--qos', choices=('reliable', 'best_effort'), default=None,
                         help="online: reliability of the started node's camera subscriptions "
                              "(reliable: drops are the node's own, not lost DDS fragments)")
@@ -192,12 +192,12 @@ def check_flags(args: argparse.Namespace) -> None:
     if args.rate is not None and args.output_mode_only:
         raise ValueError('--output-mode-only: offline replay only (online scores what the node '
                          'publishes)')
-    node_settings = {'--config': args.config, '--model': args.model, '--device': args.device,
-                     '--slop': args.slop, '--qos': args.qos}
-    given = [flag for flag, value in node_settings.items() if value is not None]
+    # a running node keeps its own device and QoS (--model, --slop, --config still tell the
+    # report its classes and sync window)
+    given = [flag for flag, value in (('--device', args.device), ('--qos', args.qos)) if value]
     if args.node == 'running' and given:
-        raise ValueError(f'{", ".join(given)}: --node running uses the running node\'s own '
-                         'parameters; set them there (ros2 param set) or let replay start one')
+        raise ValueError(f'{", ".join(given)}: --node running uses the running node\'s own; set '
+                         'them there (its parameters) or let replay start one')
 
 
 def main(args: argparse.Namespace) -> int:
