@@ -267,6 +267,9 @@ def test_merged_export_of_a_snapshot_merges_that_snapshot(toy_pairs: Path, tmp_p
     assert main(['export', '--format', 'onnx', '--snapshot', step1,
                  '--out', str(tmp_path / 'x.onnx')]) == 1  # refused, not ignored
     assert '--format onnx exports a model file' in capsys.readouterr().err
+    assert main(['export', '--format', 'safetensors', '--from-pretrain', str(run), '--input-size',
+                 '56', '70', '--out', str(tmp_path / 'y.safetensors')]) == 1  # onnx-only flag
+    assert '--input-size: --format onnx only' in capsys.readouterr().err
 
 
 def test_lora_export_refuses_a_run_not_started_from_the_teacher(toy_pairs: Path, tmp_path: Path,

@@ -20,13 +20,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help='onnx: backbone + heads graph; safetensors: merged LoRA backbone; '
                         'lora: the fp16 adapter alone (+ sidecar JSON)')
     parser.add_argument('--out', type=Path, required=True, help='file to write (atomically)')
-    parser.add_argument('--model', default='',
-                        help="onnx: UNIV model file ('' = the default model)")
+    parser.add_argument('--model', default=None,
+                        help='onnx: UNIV model file (default: the default model)')
     parser.add_argument('--input-size', type=int, nargs=2, metavar=('H', 'W'),
                         help="onnx: graph input size (default: the model file's)")
-    parser.add_argument('--batch', type=int, default=2,
-                        help='onnx: batch traced and verified (the batch axis stays dynamic)')
-    parser.add_argument('--opset', type=int, default=17, help='onnx: opset (17 or 18)')
+    parser.add_argument('--batch', type=int, default=None,
+                        help='onnx: batch traced and verified (2; the batch axis stays dynamic)')
+    parser.add_argument('--opset', type=int, default=None, help='onnx: opset (17 or 18; 17)')
     parser.add_argument('--from-pretrain', type=Path, metavar='RUN_DIR',
                         help='safetensors/lora: univ pretrain output folder holding last.pt')
     parser.add_argument('--snapshot', type=Path,
@@ -44,6 +44,11 @@ def main(args: argparse.Namespace) -> int:
     if args.format == 'onnx' and (args.snapshot or args.from_pretrain):
         raise ValueError('--from-pretrain / --snapshot: a pretrain run exports as --format '
                          'safetensors or lora; --format onnx exports a model file (--model)')
+    onnx_only = {'--model': args.model, '--input-size': args.input_size, '--batch': args.batch,
+                 '--opset': args.opset}
+    if args.format != 'onnx' and (given := [f for f, v in onnx_only.items() if v is not None]):
+        raise ValueError(f'{", ".join(given)}: --format onnx only (--format {args.format} '
+                         'exports the pretrain run as trained)')
     tolerance = () if args.tolerance is None else (args.tolerance,)  # None: each exporter's own
     if args.format == 'lora':
         from univ_core.export.merge import export_adapter
@@ -66,10 +71,11 @@ def main(args: argparse.Namespace) -> int:
 
     model, spec = load_model(Path(args.model) if args.model else default_model_path())
     size = tuple(args.input_size or spec.input_size)
-    diffs = export_onnx(model, spec, args.out, size, args.batch, args.opset, *tolerance)
-    print(f'univ export: {args.out} (input {args.batch}x3x{size[0]}x{size[1]}, batch dynamic)')
+    batch, opset = args.batch or 2, args.opset or 17
+    diffs = export_onnx(model, spec, args.out, size, batch, opset, *tolerance)
+    print(f'univ export: {args.out} (input {batch}x3x{size[0]}x{size[1]}, batch dynamic)')
     for name, diff in diffs.items():
         print(f'  onnxruntime vs PyTorch max abs diff  {name:16s} {diff:.3g}')
     print('TensorRT (on the vehicle; SLOW, minutes: keep the log):\n  '
-          + trtexec_command(args.out, size, args.batch))
+          + trtexec_command(args.out, size, batch))
     return 0
