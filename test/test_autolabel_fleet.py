@@ -24,7 +24,7 @@ from univ_core.autolabel.fleet import AutolabelJob, output_keys
 from univ_core.autolabel.run import autolabel_input, load_labeller
 from univ_core.autolabel.sources import is_input
 from univ_core.data.labelled import open_autolabel
-from univ_core.fleet.cli import is_fleet
+from univ_core.fleet.cli import fleet_config, is_fleet
 from univ_ros import cli
 
 GOOD = ('drive', 'msrs_day', 'msrs_night', 'road')  # expand()'s order, after 'damaged'
@@ -187,6 +187,8 @@ def test_inputs_keys_and_when_a_run_is_a_fleet(inputs, tmp_path):
         'folder of inputs': ([str(inputs)], True), 'glob': ([str(inputs / 'msrs_*')], True),
         'two': ([str(inputs / 'road'), str(inputs / 'drive')], True),
         'one + --workers': ([str(inputs / 'road'), '--workers', '1'], True),
+        'one + --retries': ([str(inputs / 'road'), '--retries', '0'], True),  # not dropped
+        'one + --cpus-per-worker': ([str(inputs / 'road'), '--cpus-per-worker', '2'], True),
         'one + key=value': ([str(inputs / 'road'), 'box_threshold=0.4'], False),
     }
     for what, (argv, want) in fleet.items():
@@ -195,3 +197,9 @@ def test_inputs_keys_and_when_a_run_is_a_fleet(inputs, tmp_path):
         assert is_fleet(args, is_input) is want, what
         assert args.overrides == [w for w in argv if '=' in w], what
     assert '3 partial' in parser.format_help() and '--workers' in parser.format_help()
+    sizes = lambda argv: fleet_config(parser.parse_intermixed_args(  # noqa: E731
+        [str(inputs), *argv, '--out', str(tmp_path / 'x')]), tmp_path / 'x', False, False).ray
+    ray = sizes([])  # flags not given: the documented defaults
+    assert (ray.cpus_per_worker, ray.gpus_per_worker, ray.retries) == (1.0, 0.0, 2)
+    ray = sizes(['--retries', '0', '--cpus-per-worker', '2'])
+    assert (ray.cpus_per_worker, ray.retries) == (2.0, 0)

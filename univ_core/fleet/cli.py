@@ -25,18 +25,21 @@ def add_fleet_arguments(parser: argparse.ArgumentParser, unit: str = 'input') ->
     fleet.add_argument('--address', default=None,
                        help="join a Ray cluster: 'auto' (this node's) or ray://HOST:PORT; "
                             'default: a local Ray runtime on this machine')
-    fleet.add_argument('--cpus-per-worker', type=float, default=1.0,
+    fleet.add_argument('--cpus-per-worker', type=float, default=None,
                        help='Ray CPUs per worker (its torch threads) (1)')
-    fleet.add_argument('--gpus-per-worker', type=float, default=0.0,
+    fleet.add_argument('--gpus-per-worker', type=float, default=None,
                        help='Ray GPUs per worker: 1 = one worker per GPU, 0.5 = two share one (0)')
-    fleet.add_argument('--retries', type=int, default=2,
+    fleet.add_argument('--retries', type=int, default=None,
                        help=f're-runs of a {unit} whose worker died, from scratch, per {unit} '
                             f'(the worker is restarted) (2)')
 
 
+FLEET_FLAGS = ('workers', 'address', 'cpus_per_worker', 'gpus_per_worker', 'retries')
+
+
 def uses_fleet_options(args: argparse.Namespace) -> bool:
     """True when a fleet-only flag was given (a single input then runs as a fleet too)."""
-    return args.workers is not None or args.address is not None
+    return any(getattr(args, name) is not None for name in FLEET_FLAGS)
 
 
 def is_fleet(args: argparse.Namespace, is_input: Callable[[Path], bool]) -> bool:
@@ -63,11 +66,13 @@ def fleet_config(args: argparse.Namespace, out: Path, force: bool, progress: boo
     from univ_core.fleet.execute import RayConfig
     from univ_core.fleet.runner import FleetConfig
 
+    # flags not given: RayConfig's defaults (given ones also make one input a fleet run)
+    sizes = {name: getattr(args, name) for name in FLEET_FLAGS[2:]}
+    ray = RayConfig(args.address, args.workers,
+                    **{name: value for name, value in sizes.items() if value is not None})
     in_process = args.workers == 1 and args.address is None
-    if str(device).startswith('cuda') and not in_process and not args.gpus_per_worker:
+    if str(device).startswith('cuda') and not in_process and not ray.gpus_per_worker:
         raise ValueError(f'--device {device} on Ray workers needs --gpus-per-worker (1: a GPU '
                          'each, 0.5: two workers per GPU): Ray gives GPUs only to workers that '
                          'ask for them')
-    ray = RayConfig(args.address, args.workers, args.cpus_per_worker, args.gpus_per_worker,
-                    args.retries)
     return FleetConfig(Path(out), ray, not in_process, force, progress)
