@@ -186,3 +186,14 @@ def test_the_labels_key_covers_the_class_tables_mapping_not_its_comments(tmp_pat
     key = {p.name: default_model.labels_key(AutolabelConfig(classes=str(p)), listing)
            for p in (shipped, commented, remapped)}
     assert key['commented.yaml'] == key['autolabel.yaml'] != key['remapped.yaml']
+
+
+@pytest.mark.parametrize('override', ['finetune.out_dir=/tmp/elsewhere',
+                                      'finetune.data.holdout=8'])
+def test_train_default_refuses_the_settings_it_sets_itself(override, tmp_path, capsys):
+    # both were overwritten by train-default (its labels folder, work_dir/finetune-<hash>)
+    from univ_ros import cli
+
+    assert cli.main(['train-default', '--out', str(tmp_path / 'm.safetensors'), override]) == 1
+    assert 'train-default sets them itself' in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())

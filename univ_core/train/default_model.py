@@ -139,6 +139,11 @@ def main(args: argparse.Namespace) -> int:
     from univ_core.train.checkpoint import write_json
 
     cfg = load_config(DefaultModelConfig, args.config, args.overrides)
+    default = FinetuneConfig()
+    if (cfg.finetune.data, cfg.finetune.out_dir) != (default.data, default.out_dir):
+        raise ValueError('finetune.data / finetune.out_dir: train-default sets them itself (the '
+                         'labels of `inputs`, work_dir/finetune-<hash>); give inputs= or '
+                         'work_dir= instead')
     commit = git_commit()  # before --out (a tracked file) is rewritten and dirties the tree
     data = data_home()
     labels = autolabel_all(cfg, data, args.quiet)
