@@ -514,3 +514,20 @@ def test_flags_the_chosen_replay_would_ignore_are_refused(flags, message, tmp_pa
     assert cli.main(['replay', str(tmp_path / 'any.mcap'), '--out', str(tmp_path / 'out'),
                      *flags]) == 1
     assert message in capsys.readouterr().err and not (tmp_path / 'out').exists()
+
+
+def test_offline_replay_applies_the_configs_class_names_as_the_node(msrs_bag, toy_model, work,
+                                                                     capsys):
+    params = work / 'renamed.yaml'
+    for names, code in ((['pedestrian', 'cycle', 'vehicle'], 0), (['pedestrian'], 1)):
+        params.write_text(f'/**:\n  ros__parameters:\n    model: {toy_model}\n    device: cpu\n'
+                          f'    precision: fp32\n    score_threshold: {SCORE_THRESHOLD}\n'
+                          f'    detection_class_names: {names}\n')
+        out = work / f'renamed_{len(names)}'
+        assert cli.main(['replay', str(msrs_bag), '--out', str(out), '--config', str(params),
+                         '--quiet']) == code
+    assert 'parameter detection_class_names: the model has 3 classes, got 1' in \
+        capsys.readouterr().err
+    detections = read_bag(work / 'renamed_3' / 'bag')[T.DETECTIONS]
+    names = {n for _, msg in detections for n in boxes_from_msg(msg)[1]}
+    assert names and names <= {'pedestrian', 'cycle', 'vehicle'}

@@ -285,21 +285,35 @@ def apply_class_params(node: Node, predictor: Any) -> None:
         'palette': palette if seg else None,
     }
     defaults = {k: val for k, val in defaults.items() if val}  # empty: stays an optional
-    v = declare(node, CLASS_SPECS, defaults)
+    set_classes(predictor, declare(node, CLASS_SPECS, defaults))
+
+
+def set_classes(predictor: Any, values: dict) -> None:
+    """Rename ``predictor``'s classes and recolour its overlays from :data:`CLASS_SPECS` values.
+
+    A missing or None value keeps the model file's; the node and offline replay share this.
+
+    Raises:
+        ValueError: a class list or palette whose length does not match the model's classes.
+    """
+    seg, det = predictor.seg_classes, predictor.det_classes
     for name, model_value in (('class_names', seg), ('detection_class_names', det)):
-        if v[name] is not None and len(v[name]) != len(model_value or []):
+        if values.get(name) is not None and len(values[name]) != len(model_value or []):
             raise ValueError(
                 f'parameter {name}: the model has {len(model_value or [])} '
-                f'classes, got {len(v[name])} names'
+                f'classes, got {len(values[name])} names'
             )
-    if v['palette'] is not None and len(v['palette']) != 3 * len(seg or []):
+    palette = values.get('palette')
+    if palette is not None and len(palette) != 3 * len(seg or []):
         raise ValueError(
             f'parameter palette: expected 3 values (R, G, B) per segmentation '
-            f'class = {3 * len(seg or [])}, got {len(v["palette"])}'
+            f'class = {3 * len(seg or [])}, got {len(palette)}'
         )
-    predictor.seg_classes, predictor.det_classes = v['class_names'], v['detection_class_names']
-    if v['palette'] is not None:
-        predictor.palette = np.asarray(v['palette'], np.uint8).reshape(-1, 3)  # (C, 3) RGB
+    predictor.seg_classes = list(values['class_names']) if values.get('class_names') else seg
+    predictor.det_classes = (list(values['detection_class_names'])
+                             if values.get('detection_class_names') else det)
+    if palette is not None:
+        predictor.palette = np.asarray(palette, np.uint8).reshape(-1, 3)  # (C, 3) RGB
 
 
 def usage_lines() -> list[str]:

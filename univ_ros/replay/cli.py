@@ -63,11 +63,14 @@ def predictor_from(params: dict) -> object:
     import dataclasses
 
     from univ_core.inference import PredictorConfig, load_predictor
+    from univ_ros.params import set_classes
 
-    # Every PredictorConfig field the parameter file sets (backend, precision, ...), as the node.
+    # Every PredictorConfig field the parameter file sets (backend, precision, ...), and the
+    # class names and palette, as the node applies them.
     keys = {f.name for f in dataclasses.fields(PredictorConfig)}
-    config = PredictorConfig(**{k: v for k, v in params.items() if k in keys})
-    return load_predictor(config)
+    predictor = load_predictor(PredictorConfig(**{k: v for k, v in params.items() if k in keys}))
+    set_classes(predictor, params)
+    return predictor
 
 
 def replay_config(args: argparse.Namespace, params: dict) -> object:
