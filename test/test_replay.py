@@ -506,6 +506,7 @@ def test_online_replay_of_msrs_mini_at_rate_1_accounts_for_every_pair(data_dir, 
 @pytest.mark.parametrize('flags, message', [
     (['--node', 'running'], '--node: online replay only (give --rate)'),
     (['--qos', 'best_effort', '--node-timeout', '5'], '--qos, --node-timeout: online replay only'),
+    (['--node-timeout', '0'], '--node-timeout: online replay only'),  # 0 is given, not unset
     (['--rate', '1', '--output-mode-only'], '--output-mode-only: offline replay only'),
     (['--rate', '1', '--node', 'running', '--device', 'cuda', '--qos', 'reliable'],
      "--device, --qos: --node running uses the running node's own"),

@@ -101,7 +101,8 @@ def run_online(args: argparse.Namespace, params: dict) -> dict:
     params = {**params, 'qos.reliability': args.qos or 'reliable'}
     config = OnlineConfig(args.rgb_topic, args.thermal_topic, args.rate, args.node or 'start',
                           args.config, params, args.storage, args.overlays, not args.quiet,
-                          args.node_timeout or OnlineConfig.node_timeout)
+                          OnlineConfig.node_timeout if args.node_timeout is None
+                          else args.node_timeout)
     return replay_online(args.bag, args.out, config, args.force)
 
 
@@ -190,7 +191,7 @@ def check_flags(args: argparse.Namespace) -> None:
     if args.rate is not None and not args.rate > 0:
         raise ValueError(f'--rate must be > 0, got {args.rate}')
     online = {'--node': args.node, '--qos': args.qos, '--node-timeout': args.node_timeout}
-    if args.rate is None and (given := [flag for flag, value in online.items() if value]):
+    if args.rate is None and (given := [f for f, value in online.items() if value is not None]):
         raise ValueError(f'{", ".join(given)}: online replay only (give --rate)')
     if args.rate is not None and args.output_mode_only:
         raise ValueError('--output-mode-only: offline replay only (online scores what the node '
