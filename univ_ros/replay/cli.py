@@ -78,7 +78,7 @@ def replay_config(args: argparse.Namespace, params: dict) -> object:
     from univ_ros.replay.offline import ReplayConfig
 
     return ReplayConfig(args.rgb_topic, args.thermal_topic, params['mode'],
-                        not args.output_mode_only, params.get('sync_slop') or None,  # 0: auto
+                        not args.output_mode_only, params.get('sync_slop'),  # 0 / None: auto
                         args.storage, args.overlays, not args.quiet)
 
 

@@ -40,8 +40,8 @@ class ReplayConfig:
     thermal_topic: str = T.THERMAL_IMAGE  # thermal camera topic in the bag
     mode: str = 'fused'  # the mode whose outputs go into the output bag
     score_all_modes: bool = True  # with ground truth: also score rgb and thermal (and fused)
-    # sync window, seconds; None: auto, half the faster camera's frame period (the node's
-    # sync_slop 0)
+    # sync window, seconds; 0 or None: auto, half the faster camera's frame period (as the
+    # node's sync_slop 0)
     slop: float | None = None
     storage: str = 'mcap'  # output bag storage: mcap | sqlite3
     overlays: int = 4  # overlay PNGs saved, spread over the bag
@@ -50,6 +50,7 @@ class ReplayConfig:
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise ValueError(f'--mode: expected one of {MODES}, got {self.mode!r}')
+        self.slop = self.slop or None  # 0: auto
         if self.slop is not None and not self.slop > 0:
             raise ValueError(f'--slop must be > 0 seconds (or 0: auto), got {self.slop}')
 
