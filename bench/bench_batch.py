@@ -22,6 +22,7 @@ from common import (
     compare,
     interleaved,
     outputs_equal,
+    predictor_settings,
     print_header,
     save_json,
     table,
@@ -46,12 +47,8 @@ def main() -> int:
     parser.add_argument('--json', default=None)
     args = parser.parse_args()
     info = print_header('Offline throughput with batching (pairs per forward)')
-    if args.score is None:
-        args.score = 0.1 if args.model == 'random' else PredictorConfig().score_threshold
     model, spec = bench_model(args.model, args.input_size)
-    # fp32 on every CPU ('auto' picks bf16 / int8 where the CPU has them)
-    config = dict(device=args.device, score_threshold=args.score, input_size=spec.input_size,
-                  precision='fp32')
+    config = predictor_settings(args.model, args.device, args.score, spec.input_size)
     torch_p = Predictor(copy.deepcopy(model), spec.seg_classes, spec.det_classes,
                         spec.input_size, PredictorConfig(**config))
     pairs, source = camera_pairs(args.pairs, real=args.model == 'shipped')

@@ -25,6 +25,7 @@ from common import (
     interleaved,
     median_ratio,
     outputs_equal,
+    predictor_settings,
     print_header,
     save_json,
     stats_ms,
@@ -45,12 +46,10 @@ EXTRA = {
 }
 
 
-def build_variants(args, model, spec) -> tuple[dict, dict]:
+def build_variants(args, model, spec, config: dict) -> tuple[dict, dict]:
     """{name: predict(rgb, thermal) -> Prediction} and {name: seconds to construct the
-    Predictor and run its first pair (export / compile / kernel tuning included)}."""
-    # fp32 unless a variant says otherwise: 'auto' picks bf16 / int8 on CPUs that have them
-    config = dict(device=args.device, score_threshold=args.score, input_size=spec.input_size,
-                  precision='fp32')
+    Predictor and run its first pair (export / compile / kernel tuning included)}; ``config``:
+    the PredictorConfig fields they share (:func:`predictor_settings`)."""
     rgb, thermal = args.pairs[1]
 
     def predictor(**extra):
@@ -89,12 +88,11 @@ def main() -> int:
     parser.add_argument('--json', default=None)
     args = parser.parse_args()
     args.camera_hw = (512, 640)
-    if args.score is None:
-        args.score = 0.1 if args.model == 'random' else PredictorConfig().score_threshold
     info = print_header('Predictor latency per 640x512 RGB + mono16 pair')
     model, spec = bench_model(args.model, args.input_size)
     args.pairs, source = camera_pairs(2, args.camera_hw, real=args.model == 'shipped')
-    variants, setup = build_variants(args, model, spec)
+    config = predictor_settings(args.model, args.device, args.score, spec.input_size)
+    variants, setup = build_variants(args, model, spec, config)
     rgb, thermal = args.pairs[0]
     reference = next(iter(variants.values()))(rgb, thermal)
     diffs = {name: compare(fn(rgb, thermal), reference) for name, fn in variants.items()}
@@ -109,7 +107,8 @@ def main() -> int:
         rows.append([name, s['p50'], s['p95'], f'{results[name]["speedup_p50"]:.2f}x',
                      d['mask_pixels_differing'], d['box_rel_err'], d['boxes']])
     h, w = spec.input_size
-    print(f'{args.model} model, input {h}x{w}, score threshold {args.score}, from 512x640 camera '
+    print(f'{args.model} model, input {h}x{w}, score threshold '
+          f'{config["score_threshold"]}, from 512x640 camera '
           f'images ({source}), device {args.device}, {args.runs} interleaved runs after '
           f'{args.warmup} warm-up\n')
     pixels = args.camera_hw[0] * args.camera_hw[1]

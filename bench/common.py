@@ -129,6 +129,21 @@ def bench_model(kind: str, input_size: tuple[int, int] | None):
     return model.eval(), replace(spec, input_size=tuple(input_size or spec.input_size))
 
 
+def predictor_settings(kind: str, device: str, score: float | None,
+                       input_size: tuple[int, int]) -> dict:
+    """PredictorConfig fields every variant of a predictor bench shares.
+
+    fp32 unless a variant says otherwise ('auto' picks bf16 / int8 on CPUs that have them); the
+    score cut: ``score``, else the deployment one (random heads: 0.1, which keeps a few boxes).
+    """
+    from univ_core.inference import PredictorConfig
+
+    if score is None:
+        score = 0.1 if kind == 'random' else PredictorConfig.score_threshold
+    return dict(device=device, score_threshold=score, input_size=tuple(input_size),
+                precision='fp32')
+
+
 def camera_pair(seed: int = 0, hw: tuple[int, int] = (512, 640)) -> tuple[np.ndarray, np.ndarray]:
     """A synthetic pair: (H, W, 3) uint8 RGB and (H, W) uint16 thermal (smooth blobs + noise)."""
     rng = np.random.default_rng(seed)

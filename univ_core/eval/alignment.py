@@ -165,11 +165,12 @@ def select_pairs(args: argparse.Namespace) -> list[PairPaths]:
     pairs = find_pairs(args.data, args.layout, args.split)
     if not args.holdout:
         return pairs
-    if args.seed is None:  # the held-out draw of `univ pretrain` with its default seed
+    seed = args.seed
+    if seed is None:  # the held-out draw of `univ pretrain` with its default seed
         from univ_core.train.pretrain import PretrainConfig
 
-        args.seed = PretrainConfig.seed
-    return split_holdout(pairs, args.holdout, seed=args.seed)[1]
+        seed = PretrainConfig.seed
+    return split_holdout(pairs, args.holdout, seed=seed)[1]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

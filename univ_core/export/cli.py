@@ -66,12 +66,13 @@ def main(args: argparse.Namespace) -> int:
         print(f'univ export: merged LoRA of {args.snapshot or args.from_pretrain} -> {args.out} '
               f'(merged vs unmerged max abs diff {diff:.3g})')
         return 0
-    from univ_core.export.onnx import export_onnx, trtexec_command
+    from univ_core.export.onnx import DEFAULT_BATCH, DEFAULT_OPSET, export_onnx, trtexec_command
     from univ_core.models.model_file import default_model_path, load_model
 
     model, spec = load_model(Path(args.model) if args.model else default_model_path())
     size = tuple(args.input_size or spec.input_size)
-    batch, opset = args.batch or 2, args.opset or 17
+    batch = DEFAULT_BATCH if args.batch is None else args.batch
+    opset = DEFAULT_OPSET if args.opset is None else args.opset
     diffs = export_onnx(model, spec, args.out, size, batch, opset, *tolerance)
     print(f'univ export: {args.out} (input {batch}x3x{size[0]}x{size[1]}, batch dynamic)')
     for name, diff in diffs.items():

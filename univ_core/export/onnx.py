@@ -45,6 +45,7 @@ from univ_core.train.checkpoint import atomic_write
 
 ONNX_META_KEY = 'univ_onnx'
 INPUT_NAME = 'images'
+DEFAULT_BATCH, DEFAULT_OPSET = 2, 17  # traced batch (the axis stays dynamic), ONNX opset
 DET_OUTPUTS = ('cls_logits', 'bbox_regression', 'bbox_ctrness')
 TRTEXEC_HINT = ('trtexec --onnx={onnx} --fp16 --saveEngine={engine} '
                 '--minShapes=images:1x3x{h}x{w} --optShapes=images:{b}x3x{h}x{w} '
@@ -184,7 +185,7 @@ def decode_info(network: OnnxNetwork, input_size: tuple[int, int]) -> DecodeInfo
 
 
 def to_onnx_bytes(model: PerceptionModel, spec: ModelSpec, input_size: tuple[int, int],
-                  batch: int = 2, opset: int = 17) -> bytes:
+                  batch: int = DEFAULT_BATCH, opset: int = DEFAULT_OPSET) -> bytes:
     """Serialised ONNX (legacy TorchScript exporter) with spec + decode info as metadata.
 
     Args:
@@ -243,8 +244,8 @@ def compare_with_torch(onnx_bytes: bytes, reference: nn.Module, batch: int,
 
 
 def export_onnx(model: PerceptionModel, spec: ModelSpec, out: Path,
-                input_size: tuple[int, int] | None = None, batch: int = 2, opset: int = 17,
-                tolerance: float = 1e-3) -> dict[str, float]:
+                input_size: tuple[int, int] | None = None, batch: int = DEFAULT_BATCH,
+                opset: int = DEFAULT_OPSET, tolerance: float = 1e-3) -> dict[str, float]:
     """Export, verify against PyTorch with onnxruntime, then write ``out`` atomically.
 
     Args:
@@ -272,7 +273,8 @@ def export_onnx(model: PerceptionModel, spec: ModelSpec, out: Path,
     return diffs
 
 
-def trtexec_command(onnx_path: Path, input_size: tuple[int, int], batch: int = 2) -> str:
+def trtexec_command(onnx_path: Path, input_size: tuple[int, int],
+                    batch: int = DEFAULT_BATCH) -> str:
     """The trtexec line building an fp16 TensorRT engine next to ``onnx_path`` (log kept)."""
     engine = Path(onnx_path).with_suffix('.plan')
     return TRTEXEC_HINT.format(onnx=onnx_path, engine=engine, h=input_size[0], w=input_size[1],

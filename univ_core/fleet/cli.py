@@ -34,7 +34,8 @@ def add_fleet_arguments(parser: argparse.ArgumentParser, unit: str = 'input') ->
                             f'(the worker is restarted) (2)')
 
 
-FLEET_FLAGS = ('workers', 'address', 'cpus_per_worker', 'gpus_per_worker', 'retries')
+SIZE_FLAGS = ('cpus_per_worker', 'gpus_per_worker', 'retries')  # RayConfig fields
+FLEET_FLAGS = ('workers', 'address', *SIZE_FLAGS)
 
 
 def uses_fleet_options(args: argparse.Namespace) -> bool:
@@ -67,7 +68,7 @@ def fleet_config(args: argparse.Namespace, out: Path, force: bool, progress: boo
     from univ_core.fleet.runner import FleetConfig
 
     # flags not given: RayConfig's defaults (given ones also make one input a fleet run)
-    sizes = {name: getattr(args, name) for name in FLEET_FLAGS[2:]}
+    sizes = {name: getattr(args, name) for name in SIZE_FLAGS}
     ray = RayConfig(args.address, args.workers,
                     **{name: value for name, value in sizes.items() if value is not None})
     in_process = args.workers == 1 and args.address is None
